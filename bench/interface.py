@@ -1,0 +1,92 @@
+"""The contract every family implements (DESIGN.md, "The contract").
+
+The harness (training loop, sampler, metrics) only ever talks to a `GenerativeModel`:
+- `loss(x, y)` returns one loss per sample,
+- `sample(noise, y, spec, randn_like)` integrates from noise to latents and reports the measured NFE,
+- `flop_trace(spec)` lists each distinct network call with example inputs and how often it runs per sample.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import BenchError
+
+RandnLike = Callable[[Tensor], Tensor]
+"""Draws N(0, I) noise shaped like its argument from per-sample generators (row i from sample i's generator)."""
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How to sample. Fields a family does not use are ignored by it; NFE is measured, never derived from these."""
+
+    solver: str = "euler"  # euler | heun | dopri5 (flows); ddpm | ddim (diffusion)
+    steps: int = 50  # fixed-step solvers; split across segments/stages by the family
+    atol: float = 1e-5  # dopri5 tolerances (LFM reference)
+    rtol: float = 1e-5
+    guidance: float = 1.0  # classifier-free guidance scale w; 1.0 means no guidance
+    critical_times: tuple[float, ...] | None = None  # LapFlow override of the trained (T_{S-1}, ..., T_1)
+    stage_steps: tuple[int, ...] | None = None  # Pyramidal Flow per-stage steps (e.g. 45, 45)
+
+    def __post_init__(self) -> None:
+        if self.solver not in {"euler", "heun", "dopri5", "ddpm", "ddim"}:
+            raise BenchError(f"Unknown solver '{self.solver}'; choose euler, heun, dopri5, ddpm or ddim.")
+        if self.steps < 1:
+            raise BenchError(f"Sampling needs at least one step, got steps={self.steps}.")
+
+
+@dataclass
+class SampleOutput:
+    """Latents at t = 1 (data end) and the number of function evaluations per sample actually made."""
+
+    latents: Tensor
+    nfe: int
+    extras: dict[str, float | int | str] | None = None
+
+
+@dataclass
+class FlopCall:
+    """One distinct network call: `module(*inputs)` at batch 1, made `count` times per generated sample.
+
+    `count` already includes the NFE of that call site; classifier-free guidance that doubles the batch is
+    expressed by inputs of batch 2 (and noted in `note`), so per-sample GFLOPs are sum(flops(call) * count).
+    """
+
+    name: str
+    module: nn.Module
+    inputs: tuple
+    count: float
+    tokens: int = 0  # sequence length of this call (for time-averaged token statistics)
+    note: str = ""
+
+
+class GenerativeModel(nn.Module, ABC):
+    """Base class of every family's adapter. Subclasses set `latent_shape` and `num_classes` in __init__."""
+
+    latent_shape: tuple[int, int, int]  # (C, H, W) of what the harness feeds and receives
+    num_classes: int  # 0 = unconditional
+
+    @abstractmethod
+    def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """Per-sample training loss [B] on latents x [B, C, H, W]."""
+
+    @abstractmethod
+    def sample(self, noise: Tensor, y: Tensor | None, spec: SampleSpec, randn_like: RandnLike) -> SampleOutput:
+        """Generate latents from `noise` (N(0, I), shaped like a batch of latents)."""
+
+    @abstractmethod
+    def flop_trace(self, spec: SampleSpec) -> list[FlopCall]:
+        """Every distinct network call of one sample's generation, with its count."""
+
+    def sample_unsupported(self, what: str) -> BenchError:
+        """A clear error for an option this family cannot do; the harness records "n/a"."""
+        return BenchError(f"{type(self).__name__} does not support {what}.")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
