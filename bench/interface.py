@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +46,7 @@ class SampleOutput:
 
     latents: Tensor
     nfe: int
-    extras: dict[str, float | int | str] | None = None
+    nfe_by_call: dict[str, int] = field(default_factory=dict)  # per FlopCall name; sums to nfe
 
 
 @dataclass
@@ -80,12 +80,19 @@ class GenerativeModel(nn.Module, ABC):
         """Generate latents from `noise` (N(0, I), shaped like a batch of latents)."""
 
     @abstractmethod
-    def flop_trace(self, spec: SampleSpec) -> list[FlopCall]:
-        """Every distinct network call of one sample's generation, with its count."""
+    def flop_trace(self, spec: SampleSpec, nfe_by_call: dict[str, int] | None = None) -> list[FlopCall]:
+        """Every distinct network call of one sample's generation, with its count.
+
+        Counts come from `nfe_by_call` (a measured `SampleOutput.nfe_by_call`) when given; fixed-step solvers may
+        derive them from `spec`; adaptive solvers without measured counts raise `adaptive_needs_measurement`.
+        """
 
     def sample_unsupported(self, what: str) -> BenchError:
         """A clear error for an option this family cannot do; the harness records "n/a"."""
         return BenchError(f"{type(self).__name__} does not support {what}.")
+
+    def adaptive_needs_measurement(self) -> BenchError:
+        return BenchError("The NFE of an adaptive solver must be measured: sample once and pass nfe_by_call.")
 
     @property
     def device(self) -> torch.device:

@@ -54,8 +54,11 @@ def configure_numerics(device: torch.device, precision: str = "auto", tf32: bool
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
     dtype = autocast_dtype(device, precision)
-    return {"precision": precision, "autocast_dtype": str(dtype).replace("torch.", "") if dtype else "float32",
-            "tf32": bool(tf32 and device.type == "cuda")}
+    return {
+        "precision": precision,
+        "autocast_dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+        "tf32": bool(tf32 and device.type == "cuda"),
+    }
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
@@ -75,10 +78,20 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 def git_state() -> dict[str, object]:
     """Commit and dirty flag of the checkout this code runs from (or 'unknown' outside git)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip() != ""
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = (
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=10,
+            ).stdout.strip()
+            != ""
+        )
     except (OSError, subprocess.SubprocessError):
         return {"commit": os.environ.get("BENCH_GIT_COMMIT", "unknown"), "dirty": None}
     return {"commit": commit, "dirty": dirty}
@@ -95,7 +108,9 @@ def environment(device: torch.device | None = None) -> dict[str, object]:
     }
     if device is not None and device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(props.total_memory / 2**30, 1))
+        env.update(
+            gpu=props.name, gpu_count=torch.cuda.device_count(), gpu_memory_gib=round(props.total_memory / 2**30, 1)
+        )
     else:
         env.update(gpu=None)
     return env

@@ -7,6 +7,7 @@ agree across batch sizes only to within its tolerances.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -33,7 +34,7 @@ def integrate(
         raise ValueError(f"flow solvers are euler, heun and dopri5, not '{solver}'")
     times = torch.linspace(t0, t1, steps + 1, dtype=torch.float64).tolist()
     nfe = 0
-    for ta, tb in zip(times[:-1], times[1:], strict=True):
+    for ta, tb in itertools.pairwise(times):
         dt = tb - ta
         d = velocity(x, _full(x, ta))
         nfe += 1

@@ -10,40 +10,18 @@ This module never imports `bench`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# DiT model sizes (depth, hidden width, heads): DiT paper Table 1.
-DIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "S": (12, 384, 6),
-    "B": (12, 768, 12),
-    "L": (24, 1024, 16),
-    "XL": (28, 1152, 16),
-}
+from models.sizes import DIT_SIZES, BackboneConfig
+
+__all__ = ["DIT_SIZES", "BackboneConfig", "DiT", "DiTBlock", "FinalLayer"]
+
 TIME_FREQUENCIES = 256  # DiT's sinusoidal timestep embedding size
 MAX_PERIOD = 10_000
-
-
-@dataclass(frozen=True)
-class BackboneConfig:
-    """Transformer size. `size` names a DiT size; depth/hidden/heads > 0 override it (tiny CPU presets)."""
-
-    size: str = "L"
-    patch: int = 2
-    depth: int = 0
-    hidden: int = 0
-    heads: int = 0
-    mlp_ratio: float = 4.0
-
-    def dims(self) -> tuple[int, int, int]:
-        if self.size not in DIT_SIZES and not (self.depth and self.hidden and self.heads):
-            raise ValueError(f"Unknown backbone size '{self.size}'; choose one of {', '.join(DIT_SIZES)}.")
-        d, h, n = DIT_SIZES.get(self.size, (0, 0, 0))
-        return self.depth or d, self.hidden or h, self.heads or n
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

@@ -1,0 +1,63 @@
+"""LFM configuration and presets (torch-free). Reference recipe: METHODS.md section 2 / VinAIResearch/LFM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from models.sizes import BackboneConfig
+
+
+@dataclass(frozen=True)
+class LFMConfig:
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig("L", 2))
+    sigma_min: float = 0.0  # x_t = t x + (1 - (1 - sigma_min) t) eps; LFM's optional 1e-5
+    time_scale: float = 1.0  # t in [0, 1] fed to DiT's sinusoidal embedding as is (LFM/SiT)
+    class_dropout: float = 0.1  # label dropout for CFG (class-conditional data only)
+
+
+def _celebahq(res: int) -> dict:
+    # LFM CelebA-HQ recipe: DiT-L/2, SD-VAE ft-mse, AdamW 2e-4, wd 0, batch 32, constant LR; dopri5 1e-5.
+    return {
+        "model": {"backbone": {"size": "L", "patch": 2}},
+        "data": {"dataset": "celebahq", "res": res, "autoencoder": "sd-vae-ft-mse"},
+        "train": {"batch_size": 32, "lr": 2e-4, "weight_decay": 0.0, "lr_schedule": "constant"},
+        "sample": {"solver": "dopri5", "atol": 1e-5, "rtol": 1e-5},
+    }
+
+
+def _imagenet(size: str) -> dict:
+    return {
+        "model": {"backbone": {"size": size, "patch": 2}},
+        "data": {"dataset": "imagenet", "res": 256, "autoencoder": "sd-vae-ft-ema", "num_classes": 1000},
+        "train": {"batch_size": 256, "lr": 1e-4, "weight_decay": 0.0},
+        "sample": {"solver": "dopri5", "guidance": 1.5 if size == "B" else 1.0},
+    }
+
+
+TINY_BACKBONE = {"size": "S", "patch": 4, "depth": 4, "hidden": 128, "heads": 4}
+TINY_TRAIN = {
+    "total_images": 60_000,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "warmup_images": 2_000,
+    "ema_decay": 0.999,
+    "checkpoint_every": 20_000,
+    "log_every": 1_024,
+    "sample_every": 0,
+    "grid_size": 16,
+}
+
+PRESETS: dict[str, dict] = {
+    "lfm-celebahq256-l2": _celebahq(256),
+    "lfm-celebahq512-l2": _celebahq(512),
+    "lfm-celebahq1024-l2": _celebahq(1024),
+    "lfm-imagenet256-xl2": _imagenet("XL"),
+    "lfm-imagenet256-b2": _imagenet("B"),
+    # CPU demo/tests: pixel space, 32 px, 64 tokens.
+    "lfm-tiny": {
+        "model": {"backbone": TINY_BACKBONE},
+        "data": {"dataset": "synthetic", "res": 32, "autoencoder": "pixel"},
+        "train": TINY_TRAIN,
+        "sample": {"solver": "euler", "steps": 20},
+    },
+}
