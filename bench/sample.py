@@ -1,0 +1,95 @@
+"""Sampling harness: per-sample seeds -> latents -> decoded, quantised images.
+
+Each seed owns its noise stream (bench.runtime.per_sample_randn_like), so a seed gives the same image whatever the
+batch size or number of processes. Images are quantised exactly once (x * 127.5 + 128, clamp, uint8) and saved
+losslessly as `{seed:06d}.png`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from bench.interface import GenerativeModel, SampleSpec
+from bench.runtime import autocast, balanced_labels, per_sample_randn_like
+
+
+@dataclass
+class SampleBatch:
+    seeds: list[int]
+    latents: Tensor  # [B, C, h, w] float32 on the CPU
+    images: Tensor | None  # [B, H, W, 3] uint8 on the CPU, when an autoencoder decoded them
+    labels: Tensor | None
+    nfe: int
+
+
+def quantize(x: Tensor) -> Tensor:
+    """[B, 3, H, W] in [-1, 1] -> [B, H, W, 3] uint8 (the one quantisation of the suite)."""
+    return (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def generate(
+    model: GenerativeModel,
+    seeds: Sequence[int],
+    spec: SampleSpec,
+    batch_size: int = 64,
+    precision: str = "auto",
+    autoencoder: torch.nn.Module | None = None,
+    labels: Tensor | None = None,
+) -> Iterator[SampleBatch]:
+    """Yield batches of samples for `seeds` in order; labels default to balanced classes by seed."""
+    device = model.device
+    model.eval()
+    for start in range(0, len(seeds), batch_size):
+        chunk = [int(s) for s in seeds[start : start + batch_size]]
+        randn_like = per_sample_randn_like(chunk, device)
+        noise = randn_like(torch.empty(len(chunk), *model.latent_shape, device=device))
+        y = labels[start : start + len(chunk)] if labels is not None else balanced_labels(chunk, model.num_classes)
+        y = y.to(device) if y is not None else None
+        with torch.inference_mode(), autocast(device, precision):
+            out = model.sample(noise, y, spec, randn_like)
+            latents = out.latents.float()
+            images = quantize(autoencoder.decode(latents)).cpu() if autoencoder is not None else None
+        yield SampleBatch(chunk, latents.cpu(), images, y.cpu() if y is not None else None, out.nfe)
+
+
+def save_png(images: Tensor, seeds: Sequence[int], out_dir: Path) -> list[Path]:
+    """Write `{seed:06d}.png` files atomically (temp file + rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image, seed in zip(images.numpy(), seeds, strict=True):
+        path = out_dir / f"{int(seed):06d}.png"
+        atomic_write_image(Image.fromarray(image), path)
+        paths.append(path)
+    return paths
+
+
+def atomic_write_image(image: Image.Image, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.png")
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def image_grid(images: Tensor, columns: int | None = None) -> Image.Image:
+    """[B, H, W, 3] uint8 -> one PIL grid image."""
+    b, h, w, _ = images.shape
+    cols = columns or int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / cols))
+    grid = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    for i, img in enumerate(images.numpy()):
+        r, c = divmod(i, cols)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
+    return Image.fromarray(grid)
