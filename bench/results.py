@@ -1,0 +1,126 @@
+"""Result records: one JSON file per measurement, written atomically, read back strictly (DESIGN.md).
+
+A record carries its protocol, sampling spec (with the measured NFE), resolved config, seeds, git commit and dirty
+flag, and environment, so every number the suite reports can be traced to how it was measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+REQUIRED = (
+    "schema_version",
+    "model",
+    "preset",
+    "dataset",
+    "resolution",
+    "metric",
+    "value",
+    "unit",
+    "protocol",
+    "sampling",
+    "config",
+    "seeds",
+    "git",
+    "environment",
+    "created",
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    model: str  # family name ("lapflow", "lfm", ...)
+    preset: str  # preset or run name
+    dataset: str
+    resolution: int  # image resolution in px
+    metric: str  # fid | clean_fid | gflops_forward | gflops_sample | gflops_decode | time_sampler | time_e2e | nfe
+    value: float | None  # None = "n/a" (the family cannot do it; `note` says why)
+    unit: str  # "" | "GFLOPs" | "s" | "images/s" | ...
+    protocol: dict[str, Any]  # at least {"name": ...}; e.g. fid-tf-5k-celebahq128, time-b1-e2e-bf16
+    sampling: dict[str, Any] = field(default_factory=dict)  # SampleSpec fields + measured "nfe"
+    config: dict[str, Any] = field(default_factory=dict)  # resolved RunConfig
+    seeds: dict[str, Any] = field(default_factory=dict)  # e.g. {"start": 0, "count": 5000}
+    git: dict[str, Any] = field(default_factory=dict)  # {"commit": ..., "dirty": ...}
+    environment: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # p10/p90, batch, per-call breakdown, ...
+    note: str = ""
+    created: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def protocol_name(self) -> str:
+        return str(self.protocol.get("name", ""))
+
+
+def make_record(**fields: Any) -> Record:
+    """A Record stamped with the git state and creation time (unless given)."""
+    from bench.runtime import git_state
+
+    fields.setdefault("git", git_state())
+    fields.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
+    return Record(**fields)
+
+
+def record_filename(record: Record) -> str:
+    """Stable, readable name: <metric>__<preset>__<res>__<protocol>__<hash8>.json."""
+    payload = json.dumps(dataclasses.asdict(record), sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(payload).hexdigest()[:8]
+    parts = [record.metric, record.preset, str(record.resolution), record.protocol_name or "none", digest]
+    return "__".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p) for p in parts) + ".json"
+
+
+def write_record(record: Record, results_dir: Path, subdir: str = "") -> Path:
+    """Write atomically (temp file in the same folder, fsync, rename): a killed writer leaves no partial record."""
+    folder = Path(results_dir) / subdir if subdir else Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / record_filename(record)
+    data = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True, default=str) + "\n"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_record(path: Path) -> Record:
+    """Strict read: unknown schema version, missing or unknown fields are clear errors."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BenchError(f"Result record '{path}' cannot be read ({exc}).") from None
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BenchError(f"Result record '{path}' has schema version {version}; this suite reads {SCHEMA_VERSION}.")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise BenchError(f"Result record '{path}' lacks the field(s) {', '.join(missing)}.")
+    names = {f.name for f in dataclasses.fields(Record)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise BenchError(f"Result record '{path}' has unknown field(s) {', '.join(unknown)}.")
+    return Record(**data)
+
+
+def load_records(results_dir: Path, pattern: str = "**/*.json", exclude: tuple[str, ...] = ("paper",)) -> list[Record]:
+    """Every record under results_dir (skipping folders in `exclude`, e.g. the paper's reference numbers)."""
+    root = Path(results_dir)
+    paths = sorted(p for p in root.glob(pattern) if not (set(p.relative_to(root).parts[:-1]) & set(exclude)))
+    return [read_record(p) for p in paths if not p.name.startswith(".")]
