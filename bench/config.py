@@ -241,3 +241,16 @@ def resolve(
     cfg_values = {k: v for k, v in merged.items()}
     cfg = from_dict(RunConfig, {**cfg_values, "model": {}})
     return dataclasses.replace(cfg, model=from_dict(model_cls, model_values, prefix="model."))
+
+
+def config_from_dict(values: dict) -> RunConfig:
+    """Rebuild a RunConfig from its dump (e.g. a run directory's config.yaml)."""
+    values = dict(values)
+    family = values.get("family")
+    if not family:
+        raise BenchError("The config has no 'family' entry.")
+    return resolve(family=family, overrides=[values])
+
+
+def load_run_config(path: Path) -> RunConfig:
+    return config_from_dict(load_yaml(path))

@@ -93,3 +93,27 @@ def image_grid(images: Tensor, columns: int | None = None) -> Image.Image:
         r, c = divmod(i, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
     return Image.fromarray(grid)
+
+
+def save_latents(batch: SampleBatch, out_dir: Path, cfg: object) -> Path:
+    """Latents of one batch as `latents-<first seed>-<last seed>.safetensors` (seeds, labels, latents; config)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from bench.config import to_dict
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"latents-{batch.seeds[0]:06d}-{batch.seeds[-1]:06d}.safetensors"
+    tensors = {"latents": batch.latents.contiguous(), "seeds": torch.tensor(batch.seeds, dtype=torch.long)}
+    if batch.labels is not None:
+        tensors["labels"] = batch.labels
+    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"config": json.dumps(to_dict(cfg)), "nfe": str(batch.nfe)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,85 @@
+"""The `bench` command line. Global options set the environment read by bench.paths, then a command group runs.
+
+Command groups live one per file; heavy imports (torch, models) happen inside commands, so `--help` stays fast
+and imports no model code. A BenchError becomes one sentence on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from bench.cli import data as data_cli
+from bench.cli import eval as eval_cli
+from bench.cli import report as report_cli
+from bench.cli.demo import demo_command
+from bench.cli.ls import ls_command
+from bench.cli.sample import sample_command
+from bench.cli.train import train_command
+from bench.errors import BenchError
+
+
+class BenchUsageError(click.ClickException):
+    """A BenchError shown as one sentence with exit code 1 (CliRunner and the console script alike)."""
+
+    exit_code = 1
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class BenchGroup(TyperGroup):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            raise BenchUsageError(str(exc)) from None
+
+
+app = typer.Typer(
+    name="bench",
+    cls=BenchGroup,
+    help="Reproducibility benchmark suite for multi-scale flow matching (LapFlow, LFM, Pyramidal Flow, DiT).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def global_options(
+    data_root: Annotated[Path | None, typer.Option(help="Data root (else $BENCH_DATA_ROOT).")] = None,
+    results_dir: Annotated[Path | None, typer.Option(help="Result records folder (else $BENCH_RESULTS_DIR).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (else $BENCH_DEVICE).")] = None,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv for debug).")] = 0,
+) -> None:
+    for key, value in (("BENCH_DATA_ROOT", data_root), ("BENCH_RESULTS_DIR", results_dir), ("BENCH_DEVICE", device)):
+        if value is not None:
+            os.environ[key] = str(value)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+app.command("ls")(ls_command)
+app.command("train")(train_command)
+app.command("sample")(sample_command)
+app.command("demo")(demo_command)
+app.add_typer(data_cli.app, name="data", help="Prepare data sets (verify, resize, cache latents).")
+app.add_typer(eval_cli.app, name="eval", help="Measure FID, GFLOPs, time and NFE; write result records.")
+app.add_typer(report_cli.app, name="report", help="Regenerate reports/ from results/.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Where data, caches and weights live: read from the environment (the CLI's global options set the same values)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_CACHE_DIR = "./.cache/bench"
+
+
+def data_root() -> Path | None:
+    """`BENCH_DATA_ROOT`, or None: data sets are then found only through `data.path` (synthetic needs neither)."""
+    value = os.environ.get("BENCH_DATA_ROOT", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """`BENCH_CACHE_DIR`, default ./.cache/bench (prepared images and cached latents)."""
+    return Path(os.environ.get("BENCH_CACHE_DIR", "").strip() or DEFAULT_CACHE_DIR).expanduser()
+
+
+def weights_root() -> Path | None:
+    """`BENCH_WEIGHTS_ROOT`: one diffusers folder per autoencoder name, e.g. $BENCH_WEIGHTS_ROOT/taesd."""
+    value = os.environ.get("BENCH_WEIGHTS_ROOT", "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def results_dir() -> Path:
+    """`BENCH_RESULTS_DIR` (the CLI's --results-dir), default ./results: committed result records."""
+    return Path(os.environ.get("BENCH_RESULTS_DIR", "").strip() or "results").expanduser()
+
+
+def runs_dir() -> Path:
+    """`BENCH_RUNS_DIR`, default ./runs: run directories (checkpoints, stats, samples; git-ignored)."""
+    return Path(os.environ.get("BENCH_RUNS_DIR", "").strip() or "runs").expanduser()
+
+
+def device_name() -> str:
+    """`BENCH_DEVICE` (the CLI's --device): auto | cpu | cuda | cuda:N."""
+    return os.environ.get("BENCH_DEVICE", "").strip() or "auto"

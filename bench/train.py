@@ -1,0 +1,309 @@
+"""THE training loop for every family (DESIGN.md): AdamW, EMA, LR schedule, clipping, bf16 autocast on CUDA,
+gradient accumulation, length in images seen, torchrun DDP, auto-resume, SIGTERM checkpoints, stats.jsonl, grids.
+
+Determinism: the data order is a function of (seed, epoch) only, and model randomness uses the per-rank global RNG
+whose state is checkpointed, so N steps straight equal N/2 + resume + N/2.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from bench.checkpoint import (
+    CONFIG_FILE,
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    rng_snapshot,
+    save_checkpoint,
+)
+from bench.config import RunConfig, dump, load_run_config, to_dict
+from bench.dist import DistInfo, all_reduce_mean, barrier
+from bench.errors import BenchError
+from bench.interface import GenerativeModel
+from bench.runtime import autocast, configure_numerics
+
+# Fields that may change between a run and its resumption (length, cadence); anything else must match.
+RESUMABLE_FIELDS = {"total_images", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "grid_size"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    interrupted: bool
+    last_loss: float
+
+
+class LossModule(nn.Module):
+    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss."""
+
+    def __init__(self, model: GenerativeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.model.loss(x, y)
+
+
+def lr_at(cfg: RunConfig, images_seen: int) -> float:
+    t = cfg.train
+    warm = min(1.0, (images_seen + 1) / t.warmup_images) if t.warmup_images > 0 else 1.0
+    progress = min(1.0, images_seen / max(1, t.total_images))
+    if t.lr_schedule == "constant":
+        decay = 1.0
+    elif t.lr_schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * progress))
+    elif t.lr_schedule == "linear":
+        decay = 1.0 - progress
+    else:
+        raise BenchError(f"Unknown lr_schedule '{t.lr_schedule}'; choose constant, cosine or linear.")
+    return t.lr * warm * decay
+
+
+def batch_indices(seed: int, step: int, global_batch: int, n: int) -> tuple[Tensor, Tensor]:
+    """Indices and flip flags of the global batch at `step`: epoch-wise permutations seeded by (seed, epoch)."""
+    positions = torch.arange(step * global_batch, (step + 1) * global_batch)
+    epochs, offsets = positions // n, positions % n
+    idx = torch.empty_like(positions)
+    flips = torch.empty(global_batch, dtype=torch.bool)
+    for epoch in epochs.unique().tolist():
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        perm, flip = torch.randperm(n, generator=g), torch.rand(n, generator=g) < 0.5
+        sel = epochs == epoch
+        idx[sel], flips[sel] = perm[offsets[sel]], flip[perm[offsets[sel]]]
+    return idx, flips
+
+
+def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    """A run directory belongs to one config: refuse to resume a different one (length/cadence may change)."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    old, new = to_dict(load_run_config(path)), to_dict(cfg)
+    for section in (old, new):
+        section["train"] = {k: v for k, v in section["train"].items() if k not in RESUMABLE_FIELDS}
+    if old != new:
+        diff = sorted(
+            f"{s}.{k}" for s in new if isinstance(new[s], dict) for k in new[s] if old.get(s, {}).get(k) != new[s][k]
+        ) or sorted(k for k in new if old.get(k) != new[k])
+        raise BenchError(
+            f"Run directory '{run_dir}' holds a run with a different config ({', '.join(diff[:4])}); "
+            "use --name for a new run."
+        )
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    for eb, b in zip(ema.buffers(), model.buffers(), strict=True):
+        eb.copy_(b)
+
+
+class _StopFlag:
+    """SIGTERM sets the flag; the loop writes a checkpoint at the next step boundary and returns."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.stop = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(
+    cfg: RunConfig, run_dir: Path, dist_info: DistInfo, data_root: Path | None, cache_dir: Path, progress: bool = True
+) -> TrainResult:
+    from bench.data import load_training_data
+    from bench.registry import MODELS
+
+    t = cfg.train
+    device, rank, world = dist_info.device, dist_info.rank, dist_info.world
+    micro = t.micro_batch or t.batch_size // world
+    if t.batch_size % (world * micro):
+        raise BenchError(f"batch_size {t.batch_size} is not divisible by {world} process(es) x micro_batch {micro}.")
+    accum = t.batch_size // (world * micro)
+    numerics = configure_numerics(device, t.precision)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        check_run_dir(run_dir, cfg)
+        (run_dir / CONFIG_FILE).write_text(dump(cfg))
+    barrier()
+
+    data = load_training_data(cfg.data, data_root, cache_dir, device="cpu")
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = MODELS.load(cfg.family)(cfg.model, tuple(data.latents.shape[1:]), cfg.data.num_classes).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    state, rngs = TrainState(), []
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        state, rngs = load_checkpoint(ckpt, model, ema, optimizer)
+    torch.manual_seed(cfg.seed * 1000 + rank + 1)
+    if rank < len(rngs):
+        restore_rng(rngs[rank])
+
+    loss_module: nn.Module = LossModule(model)
+    if world > 1:
+        loss_module = nn.parallel.DistributedDataParallel(
+            loss_module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=getattr(model, "may_skip_parameters", False),
+        )
+    if t.compile:
+        loss_module = torch.compile(loss_module)
+
+    logger = _Logger(run_dir, cfg, dist_info, state, progress, numerics)
+    last_loss = float("nan")
+    with _StopFlag() as stop:
+        while state.images_seen < t.total_images and not stop.stop:
+            idx, flips = batch_indices(cfg.seed, state.step, t.batch_size, len(data))
+            lr = lr_at(cfg, state.images_seen)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for k in range(accum):
+                start = (rank * accum + k) * micro
+                x, y = data.batch(idx[start : start + micro], flips[start : start + micro])
+                x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
+                sync = k == accum - 1 or world == 1
+                ctx = loss_module.no_sync() if not sync and hasattr(loss_module, "no_sync") else nullcontext()
+                with ctx, autocast(device, t.precision):
+                    loss = loss_module(x, y).float().mean()
+                (loss / accum).backward()
+                loss_sum += loss.detach() / accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
+            finite = all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1
+            if finite:
+                optimizer.step()
+                update_ema(ema, model, t.ema_decay)
+            else:
+                state.nonfinite_skipped += 1
+                if state.nonfinite_skipped > t.max_nonfinite:
+                    raise BenchError(
+                        f"Training stopped: {state.nonfinite_skipped} non-finite steps "
+                        f"(limit train.max_nonfinite = {t.max_nonfinite}); lower the learning rate."
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.images_seen += t.batch_size
+            last_loss = float(all_reduce_mean(loss_sum))
+            logger.step(last_loss, float(grad_norm), lr, finite)
+            if _crossed(state.images_seen, t.batch_size, t.checkpoint_every):
+                _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
+            if dist_info.is_main and t.sample_every and _crossed(state.images_seen, t.batch_size, t.sample_every):
+                write_grid(ema, cfg, run_dir, state.images_seen, device)
+    _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
+    if dist_info.is_main and not stop.stop:
+        write_grid(ema, cfg, run_dir, state.images_seen, device)
+    logger.close()
+    return TrainResult(run_dir, state, stop.stop, last_loss)
+
+
+def _crossed(images: int, batch: int, every: int) -> bool:
+    return every > 0 and images // every != (images - batch) // every
+
+
+def _checkpoint(
+    run_dir: Path,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    cfg: RunConfig,
+    dist_info: DistInfo,
+) -> None:
+    snap = rng_snapshot()
+    snaps = [snap]
+    if dist.is_initialized():
+        snaps = [None] * dist_info.world
+        dist.all_gather_object(snaps, snap)
+    if dist_info.is_main:
+        save_checkpoint(run_dir, model, ema, optimizer, state, cfg, snaps, cfg.train.keep_checkpoints)
+    barrier()
+
+
+def write_grid(model: GenerativeModel, cfg: RunConfig, run_dir: Path, images_seen: int, device: torch.device) -> Path:
+    """Sample seeds 0..grid_size-1 with the EMA weights and write samples/grid-<images>.png."""
+    from bench.autoencoders import load_autoencoder
+    from bench.sample import atomic_write_image, generate, image_grid
+
+    ae = load_autoencoder(cfg.data.autoencoder, device=device, path=cfg.data.autoencoder_path)
+    n = cfg.train.grid_size
+    batches = list(generate(model, range(n), cfg.sample, n, cfg.train.precision, ae))
+    path = run_dir / "samples" / f"grid-{images_seen:010d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_image(image_grid(torch.cat([b.images for b in batches])), path)
+    return path
+
+
+class _Logger:
+    """stats.jsonl rows every `log_every` images (rank 0) and a tqdm bar."""
+
+    def __init__(
+        self, run_dir: Path, cfg: RunConfig, dist_info: DistInfo, state: TrainState, progress: bool, numerics: dict
+    ) -> None:
+        self.cfg, self.main, self.state = cfg, dist_info.is_main, state
+        self.path = run_dir / "stats.jsonl"
+        self.window: list[float] = []
+        self.tic, self.tic_images = time.perf_counter(), state.images_seen
+        self.bar = None
+        if self.main and progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.train.total_images, initial=state.images_seen, unit="img", dynamic_ncols=True)
+        if self.main:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"event": "start", "images": state.images_seen, "numerics": numerics}) + "\n")
+
+    def step(self, loss: float, grad_norm: float, lr: float, finite: bool) -> None:
+        if not self.main:
+            return
+        if finite:
+            self.window.append(loss)
+        b = self.cfg.train.batch_size
+        if self.bar is not None:
+            self.bar.update(b)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+        if _crossed(self.state.images_seen, b, self.cfg.train.log_every):
+            now = time.perf_counter()
+            row = {
+                "images": self.state.images_seen,
+                "step": self.state.step,
+                "loss": sum(self.window) / max(1, len(self.window)),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "images_per_s": (self.state.images_seen - self.tic_images) / max(now - self.tic, 1e-9),
+                "nonfinite_skipped": self.state.nonfinite_skipped,
+            }
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.window, self.tic, self.tic_images = [], now, self.state.images_seen
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
