@@ -1,0 +1,91 @@
+"""Laplacian pyramid and LapFlow's per-scale paths (METHODS.md section 1). Pure functions; never imports `bench`.
+
+Scales are indexed k = 0 (finest) ... S-1 (coarsest); lists returned here are finest first.
+Time runs from noise (t = 0) to data (t = 1); scale k is active on [T_{k+1}, 1] ("start" below is T_{k+1}).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def down(x: Tensor) -> Tensor:
+    """2x2 average pooling, stride 2."""
+    return F.avg_pool2d(x, kernel_size=2, stride=2)
+
+
+def up(x: Tensor) -> Tensor:
+    """Nearest-neighbour x2 (each value copied into a 2x2 block)."""
+    return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+def decompose(x: Tensor, num_scales: int) -> list[Tensor]:
+    """[B, C, H, W] -> [x^(0), ..., x^(S-1)]: residuals g_k - Up(g_{k+1}), then the coarsest g_{S-1}."""
+    if num_scales < 1:
+        raise ValueError(f"a pyramid needs at least one scale, got {num_scales}")
+    factor = 2 ** (num_scales - 1)
+    if x.shape[-2] % factor or x.shape[-1] % factor:
+        raise ValueError(f"size {tuple(x.shape[-2:])} is not divisible by {factor} for {num_scales} scales")
+    gaussians = [x]
+    for _ in range(num_scales - 1):
+        gaussians.append(down(gaussians[-1]))
+    residuals = [g - up(g_next) for g, g_next in itertools.pairwise(gaussians)]
+    return [*residuals, gaussians[-1]]
+
+
+def reconstruct(coeffs: list[Tensor]) -> Tensor:
+    """Inverse of `decompose`: g_{S-1} = x^(S-1), g_k = x^(k) + Up(g_{k+1}); returns g_0."""
+    g = coeffs[-1]
+    for residual in reversed(coeffs[:-1]):
+        g = residual + up(g)
+    return g
+
+
+def activation_times(critical_times: tuple[float, ...], num_scales: int) -> tuple[float, ...]:
+    """(T_{S-1}, ..., T_1) increasing -> per-scale start times (T_1, ..., T_{S-1}, T_S = 0), finest first."""
+    times = tuple(float(c) for c in critical_times)
+    if len(times) != num_scales - 1:
+        raise ValueError(f"{num_scales} scales need {num_scales - 1} critical times, got {len(times)}")
+    bounds = (0.0, *times, 1.0)
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
+        raise ValueError(f"critical times must increase strictly inside (0, 1), got {times}")
+    return (*reversed(times), 0.0)
+
+
+def noise_level(path: str, t: Tensor | float) -> Tensor | float:
+    """sigma(t), shared by all scales: 1 - t (linear) or cos(pi/2 t) (GVP)."""
+    if path == "linear":
+        return 1 - t
+    if path == "gvp":
+        return torch.cos(math.pi / 2 * t) if isinstance(t, Tensor) else math.cos(math.pi / 2 * t)
+    raise ValueError(f"unknown path '{path}'; choose linear or gvp")
+
+
+def coefficients(path: str, t: Tensor, start: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(a_k, sigma, da_k/dt, dsigma/dt) at t [B] for a scale that starts at T_{k+1} = start.
+
+    Linear: a_k = (t - start) / (1 - start), sigma = 1 - t. GVP: a_k = sin(pi/2 tau), sigma = cos(pi/2 t) with
+    tau the local time (t - start) / (1 - start) clamped to [0, 1].
+    """
+    span = 1.0 - start
+    if path == "linear":
+        a = (t - start) / span
+        return a, 1 - t, torch.full_like(t, 1 / span), torch.full_like(t, -1.0)
+    if path == "gvp":
+        tau = ((t - start) / span).clamp(0.0, 1.0)
+        half_pi = math.pi / 2
+        inside = ((t >= start) & (t <= 1.0)).to(t.dtype)  # the clamp freezes a_k outside its interval
+        da = half_pi * torch.cos(half_pi * tau) / span * inside
+        return torch.sin(half_pi * tau), torch.cos(half_pi * t), da, -half_pi * torch.sin(half_pi * t)
+    raise ValueError(f"unknown path '{path}'; choose linear or gvp")
+
+
+def interpolate(x_k: Tensor, eps_k: Tensor, t: Tensor, start: float, path: str = "linear") -> tuple[Tensor, Tensor]:
+    """Scale k's state x_t^(k) = a_k(t) x^(k) + sigma(t) eps^(k) and its target velocity d x_t^(k) / dt."""
+    a, sigma, da, dsigma = (c.view(-1, *([1] * (x_k.dim() - 1))) for c in coefficients(path, t, start))
+    return a * x_k + sigma * eps_k, da * x_k + dsigma * eps_k
