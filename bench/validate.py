@@ -11,12 +11,13 @@ from bench.errors import BenchError
 def validate_run_config(cfg: RunConfig) -> tuple[int, int, int]:
     """Check names, the resolution against the autoencoder and the model (patch, pyramid factors); return the
     latent shape. The model is built on the meta device: its constructor's checks run without allocating weights."""
-    from bench.autoencoders import latent_shape
+    from bench.autoencoders import get_spec, latent_shape, resolve_weights
     from bench.registry import AUTOENCODERS, DATASETS, MODELS
 
     DATASETS.check(cfg.data.dataset)
-    if not cfg.data.autoencoder_path:
-        AUTOENCODERS.check(cfg.data.autoencoder)
+    spec = get_spec(AUTOENCODERS.check(cfg.data.autoencoder))
+    if spec.kind != "identity":
+        resolve_weights(spec, cfg.data.autoencoder_path)  # missing weights: one sentence naming the folder
     if cfg.data.res <= 0:
         raise BenchError(f"Resolution must be positive, got {cfg.data.res}.")
     shape = latent_shape(cfg.data.autoencoder, cfg.data.res)

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test runs with its own cache/runs/results folders and never touches the repo's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+SHARED_WEIGHTS = SHARED / "weights"
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path_factory.mktemp("bench-env")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(root / "cache"))
+    monkeypatch.setenv("BENCH_RUNS_DIR", str(root / "runs"))
+    monkeypatch.setenv("BENCH_RESULTS_DIR", str(root / "results"))
+    monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
+    monkeypatch.delenv("BENCH_DEVICE", raising=False)
+    if SHARED_WEIGHTS.is_dir():
+        monkeypatch.setenv("BENCH_WEIGHTS_ROOT", str(SHARED_WEIGHTS))
+    return root
+
+
+def requires_shared_data(name: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(), reason=f"{SHARED_DATA / name} is not available")

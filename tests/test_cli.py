@@ -1,0 +1,67 @@
+"""CLI behaviour: help without model code, listings, and bad input as one sentence with a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_imports_no_model_code():
+    code = ("import sys; from bench.cli.app import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0, r.output; "
+            "bad = [m for m in sys.modules if m.startswith(('models', 'baselines', 'torch'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_ls_lists_registries():
+    assert set(invoke("ls", "models").output.split()) == {"dit", "lapflow", "lfm", "pyramidal-flow"}
+    presets = invoke("ls", "presets").output
+    assert "lapflow-celebahq256-l2" in presets and "lfm-tiny" in presets
+    assert "taesd" in invoke("ls", "autoencoders").output
+    bad = invoke("ls", "modles")
+    assert bad.exit_code == 1 and "Did you mean 'models'" in bad.output
+
+
+def test_dry_run_prints_resolved_config():
+    result = invoke("train", "lfm", "--preset", "lfm-tiny", "--res", "64", "--set", "train.lr=3e-4", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "res: 64" in result.output and "lr: 0.0003" in result.output and "family: lfm" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "lfmm"], "Unknown model 'lfmm'.*Did you mean 'lfm'"),
+        (["train", "lfm", "--preset", "lfm-tiny", "--dataset", "celeba"], "Unknown dataset 'celeba'.*celebahq"),
+        (["train", "--preset", "lfm-tinyy"], "Unknown preset 'lfm-tinyy'.*Did you mean 'lfm-tiny'"),
+        (["train", "--preset", "lfm-tiny", "--set", "train.bath_size=4"], "Did you mean 'train.batch_size'"),
+        (["train", "--preset", "lfm-tiny", "--res", "30"], "not divisible by the patch size 4"),
+        (["train", "--preset", "lapflow-tiny", "--res", "36"], "lapflow"),
+        (["train", "--preset", "lfm-tiny", "--res", "60", "--autoencoder", "taesd"], "not divisible"),
+        (["train", "--preset", "lfm-tiny", "--autoencoder", "sd-vae-ft-mse"], "sd-vae-ft-mse"),
+        (["sample", "/nonexistent/run"], "not a run directory"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_nonzero_exit(args, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_WEIGHTS_ROOT", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = invoke(*args)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    import re
+
+    assert re.search(message, result.output, re.S), result.output
+    assert result.output.strip().startswith("error:") and result.output.strip().count("\n") == 0
+    assert not list((tmp_path.parent).glob("**/runs/*/config.yaml")) or "sample" in args
