@@ -23,8 +23,17 @@ CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
 def tiny_cfg(images: int, *extra: str, family: str = "lfm"):
-    sets = ["data.res=16", "data.synthetic_size=48", "train.batch_size=8", f"train.total_images={images}",
-            "train.log_every=8", "train.grid_size=4", "train.checkpoint_every=1000000", "sample.steps=3", *extra]
+    sets = [
+        "data.res=16",
+        "data.synthetic_size=48",
+        "train.batch_size=8",
+        f"train.total_images={images}",
+        "train.log_every=8",
+        "train.grid_size=4",
+        "train.checkpoint_every=1000000",
+        "sample.steps=3",
+        *extra,
+    ]
     return resolve(preset=f"{family}-tiny", overrides=[parse_set(s) for s in sets])
 
 
@@ -59,7 +68,7 @@ def test_resume_equals_straight_run(tmp_path, family):
 
 def test_changed_config_is_refused(tmp_path):
     run(tiny_cfg(8), tmp_path / "r")
-    with pytest.raises(BenchError, match="different config.*train.lr"):
+    with pytest.raises(BenchError, match=r"different config.*train\.lr"):
         run(tiny_cfg(16, "train.lr=0.1"), tmp_path / "r")
 
 
@@ -85,10 +94,31 @@ def test_nonfinite_steps_never_reach_weights(tmp_path, monkeypatch):
 
 def test_sigterm_writes_a_checkpoint_and_rerun_resumes(tmp_path):
     run_dir = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "bench.cli.app", "train", "--preset", "lfm-tiny", "--no-progress",
-           "--set", "data.res=16", "--set", "data.synthetic_size=48", "--set", "train.batch_size=8",
-           "--set", "train.total_images=100000000", "--set", "train.log_every=8", "--set", "train.grid_size=2",
-           "--set", "sample.steps=2", "--name", "sig"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.cli.app",
+        "train",
+        "--preset",
+        "lfm-tiny",
+        "--no-progress",
+        "--set",
+        "data.res=16",
+        "--set",
+        "data.synthetic_size=48",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.total_images=100000000",
+        "--set",
+        "train.log_every=8",
+        "--set",
+        "train.grid_size=2",
+        "--set",
+        "sample.steps=2",
+        "--name",
+        "sig",
+    ]
     env = {**__import__("os").environ, "BENCH_RUNS_DIR": str(run_dir), "BENCH_CACHE_DIR": str(tmp_path / "c")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stats = run_dir / "sig" / "stats.jsonl"
