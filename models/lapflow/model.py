@@ -1,0 +1,212 @@
+"""LapFlow adapter: Laplacian multi-scale flow matching on a Mixture-of-Transformers DiT (METHODS.md section 1).
+
+Training samples one stage per loss() call (active scales s..S-1, t ~ U[T_{s+1}, 1]) and feeds only the active
+scales. Sampling runs S segments [T_{j+1}, T_j]; at each segment's start scale j joins with sigma(T_{j+1}) eps^(j)
+(no renoising) and all active scales are integrated jointly as one packed tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import BenchError
+from bench.interface import FlopCall, GenerativeModel, RandnLike, SampleOutput, SampleSpec
+from bench.solvers import guided, integrate, split_steps
+from models.lapflow.config import (
+    ATTENTION_IMPLS,
+    MASKS,
+    MAX_SCALES,
+    PATHS,
+    LapFlowConfig,
+    resolve_critical_times,
+    resolve_num_scales,
+)
+from models.lapflow.mot import MoTDiT, SeparateNetworks
+from models.lapflow.pyramid import activation_times, decompose, interpolate, noise_level, reconstruct
+
+Shape = tuple[int, ...]
+
+
+def segment_name(i: int) -> str:
+    """Segment i (time order) runs the i + 1 coarsest scales."""
+    return f"segment{i}"
+
+
+def pack(xs: list[Tensor]) -> Tensor:
+    """Per-scale tensors -> one [B, sum of sizes] state for the ODE solver."""
+    return torch.cat([x.flatten(1) for x in xs], dim=1)
+
+
+def unpack(z: Tensor, shapes: list[Shape]) -> list[Tensor]:
+    parts = z.split([math.prod(s) for s in shapes], dim=1)
+    return [p.reshape(z.shape[0], *s) for p, s in zip(parts, shapes, strict=True)]
+
+
+class SegmentCall(nn.Module):
+    """One segment's network call for FLOP counting: (x^(S-1), ..., x^(j), t, y) -> outputs."""
+
+    def __init__(self, net: nn.Module, active: int) -> None:
+        super().__init__()
+        self.net, self.active = net, active
+
+    def forward(self, *args: Tensor | None) -> tuple[Tensor, ...]:
+        xs, t, y = args[: self.active], args[self.active], args[self.active + 1]
+        return tuple(self.net(list(xs), t, y))
+
+
+class LapFlow(GenerativeModel):
+    def __init__(self, cfg: LapFlowConfig, latent_shape: tuple[int, int, int], num_classes: int = 0) -> None:
+        super().__init__()
+        c, h, w = latent_shape
+        self.cfg, self.latent_shape, self.num_classes = cfg, latent_shape, num_classes
+        self.num_scales = s = resolve_num_scales(cfg, min(h, w))
+        _check_options(cfg, s)
+        factor = cfg.backbone.patch * 2 ** (s - 1)
+        if h % factor or w % factor:
+            raise BenchError(
+                f"Latent size {h}x{w} is not divisible by {factor} (patch {cfg.backbone.patch} x 2^{s - 1} for "
+                f"{s} scales)."
+            )
+        self.critical_times = resolve_critical_times(cfg, s)
+        self.starts = self._starts(self.critical_times)
+        kwargs = dict(
+            num_classes=num_classes,
+            class_dropout=cfg.class_dropout,
+            time_scale=cfg.time_scale,
+            mask=cfg.mask,
+            attention=cfg.attention,
+        )
+        network = SeparateNetworks if cfg.separate_networks else MoTDiT
+        self.net = network(cfg.backbone, c, (h, w), s, **kwargs)
+        if cfg.curriculum_images > 0:  # images fed to loss() in training mode (saved with the weights)
+            self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+
+    def _starts(self, critical_times: tuple[float, ...]) -> tuple[float, ...]:
+        try:
+            return activation_times(critical_times, self.num_scales)
+        except ValueError as exc:
+            raise BenchError(f"Invalid LapFlow critical times: {exc}.") from None
+
+    def scale_shapes(self) -> list[Shape]:
+        c, h, w = self.latent_shape
+        return [(c, h >> k, w >> k) for k in range(self.num_scales)]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # training
+
+    def available_stages(self) -> range:
+        """Stages s (finest active scale) the loss may draw; the curriculum unlocks finer ones over time."""
+        first = 0
+        if self.cfg.curriculum_images > 0:
+            unlocked = int(self.images_seen) // self.cfg.curriculum_images
+            first = max(0, self.num_scales - 1 - unlocked)
+        return range(first, self.num_scales)
+
+    def draw_stage(self) -> int:
+        stages = self.available_stages()
+        if len(stages) == 1:  # no draw: S = 1 consumes the RNG exactly like LFM
+            return stages[0]
+        return stages[0] + int(torch.randint(len(stages), ()).item())
+
+    def loss(self, x: Tensor, y: Tensor | None, *, stage: int | None = None) -> Tensor:
+        """Per-sample sum over active scales of the MSE to the target velocity; one stage for the whole batch."""
+        s = self.draw_stage() if stage is None else stage
+        if not 0 <= s < self.num_scales:
+            raise BenchError(f"Stage {s} does not exist for {self.num_scales} scales.")
+        if self.cfg.curriculum_images > 0 and self.training:
+            self.images_seen += x.shape[0]
+        eps = torch.randn_like(x)
+        start = self.starts[s]
+        t = start + (1 - start) * torch.rand(x.shape[0], device=x.device)
+        xs, es = decompose(x, self.num_scales), decompose(eps, self.num_scales)
+        active = range(self.num_scales - 1, s - 1, -1)  # coarsest first
+        states, targets = zip(
+            *(interpolate(xs[k], es[k], t, self.starts[k], self.cfg.path) for k in active), strict=True
+        )
+        outs = self.net(list(states), t, y)
+        per_scale = [(v.float() - u.float()).pow(2).mean(dim=(1, 2, 3)) for v, u in zip(outs, targets, strict=True)]
+        return torch.stack(per_scale).sum(0)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # sampling
+
+    def sampling_starts(self, spec: SampleSpec) -> tuple[float, ...]:
+        if spec.critical_times is None:
+            return self.starts
+        return self._starts(tuple(spec.critical_times))
+
+    def segments(self, spec: SampleSpec) -> list[tuple[float, float]]:
+        """[(T_{j+1}, T_j)] in time order (j = S-1 ... 0, T_0 = 1)."""
+        starts = self.sampling_starts(spec)
+        ends = (1.0, *starts[:-1])
+        return [(starts[j], ends[j]) for j in range(self.num_scales - 1, -1, -1)]
+
+    def segment_steps(self, spec: SampleSpec) -> list[int]:
+        return split_steps(spec.steps, [b - a for a, b in self.segments(spec)])
+
+    @torch.no_grad()
+    def sample(self, noise: Tensor, y: Tensor | None, spec: SampleSpec, randn_like: RandnLike) -> SampleOutput:
+        if spec.solver not in ("euler", "heun", "dopri5"):
+            raise self.sample_unsupported(f"the '{spec.solver}' solver")
+        path, shapes = self.cfg.path, self.scale_shapes()
+        eps = decompose(noise, self.num_scales)
+        steps = self.segment_steps(spec)
+        state: list[Tensor] = []
+        nfe_by_call: dict[str, int] = {}
+        for i, (t_a, t_b) in enumerate(self.segments(spec)):
+            j = self.num_scales - 1 - i  # scale joining now, at its start T_{j+1} = t_a
+            state.append(noise_level(path, t_a) * eps[j])
+            active = shapes[j:][::-1]  # coarsest first, like `state`
+
+            def network(z: Tensor, t: Tensor, labels: Tensor | None, active: list[Shape] = active) -> Tensor:
+                return pack(self.net(unpack(z, active), t, labels))
+
+            velocity = guided(network, y, spec.guidance, self.num_classes)
+            z, nfe = integrate(velocity, pack(state), t_a, t_b, spec.solver, steps[i], spec.atol, spec.rtol)
+            state = unpack(z, active)
+            nfe_by_call[segment_name(i)] = nfe
+        latents = reconstruct(state[::-1])
+        return SampleOutput(latents=latents, nfe=sum(nfe_by_call.values()), nfe_by_call=nfe_by_call)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # cost
+
+    def flop_trace(self, spec: SampleSpec, nfe_by_call: dict[str, int] | None = None) -> list[FlopCall]:
+        if nfe_by_call is not None:
+            counts = [nfe_by_call[segment_name(i)] for i in range(self.num_scales)]
+        elif spec.solver == "dopri5":
+            raise self.adaptive_needs_measurement()
+        else:
+            counts = [n * (2 if spec.solver == "heun" else 1) for n in self.segment_steps(spec)]
+        cfg_batch = 2 if self.num_classes and spec.guidance not in (0.0, 1.0) else 1
+        dev, shapes = self.device, self.scale_shapes()
+        t = torch.zeros(cfg_batch, device=dev)
+        y = torch.zeros(cfg_batch, dtype=torch.long, device=dev) if self.num_classes else None
+        note = "CFG: conditional and unconditional halves in one batch-2 call" if cfg_batch == 2 else ""
+        calls = []
+        for i, count in enumerate(counts):
+            active = shapes[self.num_scales - 1 - i :][::-1]
+            xs = tuple(torch.zeros(cfg_batch, *shape, device=dev) for shape in active)
+            call = SegmentCall(self.net, i + 1)
+            tokens = self.net.tokens(i + 1)
+            calls.append(FlopCall(segment_name(i), call, (*xs, t, y), float(count), tokens=tokens, note=note))
+        return calls
+
+
+def _check_options(cfg: LapFlowConfig, num_scales: int) -> None:
+    if not 1 <= num_scales <= MAX_SCALES:
+        raise BenchError(f"LapFlow supports 1 to {MAX_SCALES} scales, got num_scales={num_scales}.")
+    for name, value, choices in (
+        ("path", cfg.path, PATHS),
+        ("mask", cfg.mask, MASKS),
+        ("attention", cfg.attention, ATTENTION_IMPLS),
+    ):
+        if value not in choices:
+            raise BenchError(f"Unknown LapFlow {name} '{value}'; choose one of {', '.join(choices)}.")
+
+
+def build(cfg: LapFlowConfig, latent_shape: tuple[int, int, int], num_classes: int = 0) -> LapFlow:
+    return LapFlow(cfg, latent_shape, num_classes)

@@ -1,0 +1,145 @@
+"""Mixture-of-Transformers DiT for LapFlow (METHODS.md section 1, "Network"; MoT: arXiv 2411.04996).
+
+Each scale has its own expert: patch embedding, 2D sin-cos positions on that scale's own token grid, per-layer
+adaLN-Zero DiT blocks (norms, QKV, output projection, MLP) and a final layer. Shared: the time/label embedding
+and ONE global self-attention per layer over the tokens of all active scales, ordered coarsest first, under a
+block mask (attention.py). With one scale this is exactly models.layers.DiT (same computation, mapped names).
+Never imports `bench`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from torch import Tensor, nn
+
+from models.lapflow.attention import MASK_MODES, attend
+from models.layers import (
+    DiTBlock,
+    FinalLayer,
+    LabelEmbedder,
+    PatchEmbed,
+    TimestepEmbedder,
+    init_dit_weights,
+    sincos_pos_embed_2d,
+    unpatchify,
+)
+from models.sizes import BackboneConfig
+
+# DiT submodules that belong to an expert (the rest, t_embedder and y_embedder, is shared).
+EXPERT_PREFIXES = ("x_embedder.", "blocks.", "final_layer.")
+
+
+class ScaleExpert(nn.Module):
+    """Everything of one scale except attention and the time/label embedding."""
+
+    def __init__(self, backbone: BackboneConfig, channels: int, size: tuple[int, int]) -> None:
+        super().__init__()
+        depth, hidden, heads = backbone.dims()
+        p = backbone.patch
+        if size[0] % p or size[1] % p:
+            raise ValueError(f"scale size {size} is not divisible by the patch size {p}")
+        self.patch, self.channels = p, channels
+        self.grid = (size[0] // p, size[1] // p)
+        self.x_embedder = PatchEmbed(channels, hidden, p)
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden, *self.grid)[None], persistent=False)
+        self.blocks = nn.ModuleList(DiTBlock(hidden, heads, backbone.mlp_ratio) for _ in range(depth))
+        self.final_layer = FinalLayer(hidden, p, channels)
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.x_embedder(x) + self.pos_embed.to(x.dtype)  # [B, N, D]
+
+    def output(self, h: Tensor, c: Tensor) -> Tensor:
+        return unpatchify(self.final_layer(h, c), self.patch, self.channels, *self.grid)  # [B, C, H_k, W_k]
+
+
+class MoTDiT(nn.Module):
+    """(xs, t, y) -> velocities, where xs are the active scales coarsest first: [x^(S-1), ..., x^(s)].
+
+    `input_size` is the finest scale's size; scale k has size input_size / 2^k.
+    """
+
+    def __init__(
+        self,
+        backbone: BackboneConfig,
+        channels: int,
+        input_size: tuple[int, int],
+        num_scales: int,
+        num_classes: int = 0,
+        class_dropout: float = 0.1,
+        time_scale: float = 1.0,
+        mask: str = "causal",
+        attention: str = "prefix",
+    ) -> None:
+        super().__init__()
+        if mask not in MASK_MODES:
+            raise ValueError(f"unknown attention mask '{mask}'; choose {', '.join(MASK_MODES)}")
+        if attention not in ("prefix", "masked"):
+            raise ValueError(f"unknown attention implementation '{attention}'; choose prefix or masked")
+        hidden = backbone.dims()[1]
+        self.num_scales, self.depth = num_scales, backbone.dims()[0]
+        self.time_scale, self.mask, self.attention = time_scale, mask, attention
+        self.t_embedder = TimestepEmbedder(hidden)
+        self.y_embedder = LabelEmbedder(num_classes, hidden, class_dropout)
+        sizes = [(input_size[0] >> k, input_size[1] >> k) for k in range(num_scales)]
+        self.experts = nn.ModuleList(ScaleExpert(backbone, channels, size) for size in sizes)
+        init_dit_weights(self)
+
+    def tokens(self, active: int) -> int:
+        """Sequence length when the `active` coarsest scales run."""
+        return sum(e.tokens for e in self.experts[self.num_scales - active :])
+
+    def forward(self, xs: Sequence[Tensor], t: Tensor, y: Tensor | None = None, finest_only: bool = False) -> list:
+        if not 1 <= len(xs) <= self.num_scales:
+            raise ValueError(f"expected 1 to {self.num_scales} active scales, got {len(xs)}")
+        experts = [self.experts[self.num_scales - 1 - i] for i in range(len(xs))]  # coarsest first
+        hs = [e.embed(x) for e, x in zip(experts, xs, strict=True)]
+        c = self.t_embedder(t * self.time_scale) + self.y_embedder(y, xs[0].shape[0], xs[0].device)  # [B, D]
+        for layer in range(self.depth):
+            blocks = [e.blocks[layer] for e in experts]
+            pre = [b.pre_attention(h, c) for b, h in zip(blocks, hs, strict=True)]
+            outs = attend([p[0] for p in pre], [p[1] for p in pre], [p[2] for p in pre], self.mask, self.attention)
+            hs = [b.post_attention(h, o, p[3]) for b, h, o, p in zip(blocks, hs, outs, pre, strict=True)]
+        if finest_only:
+            return [experts[-1].output(hs[-1], c)]
+        return [e.output(h, c) for e, h in zip(experts, hs, strict=True)]
+
+
+class SeparateNetworks(nn.Module):
+    """Ablation: no shared weights. Network k (its own MoT over scales k..S-1) predicts only scale k.
+
+    Network k still reads the coarser active scales, so the fine scale is conditioned on the coarse state as in
+    the causal MoT; nothing (embeddings, attention) is shared between networks.
+    """
+
+    def __init__(self, backbone: BackboneConfig, channels: int, input_size: tuple[int, int], num_scales: int, **kw):
+        super().__init__()
+        self.num_scales = num_scales
+        sizes = [(input_size[0] >> k, input_size[1] >> k) for k in range(num_scales)]
+        self.nets = nn.ModuleList(MoTDiT(backbone, channels, sizes[k], num_scales - k, **kw) for k in range(num_scales))
+
+    def tokens(self, active: int) -> int:
+        """Tokens processed in all networks when the `active` coarsest scales run."""
+        return sum(self.nets[k].tokens(self.num_scales - k) for k in range(self.num_scales - active, self.num_scales))
+
+    def forward(self, xs: Sequence[Tensor], t: Tensor, y: Tensor | None = None) -> list:
+        outs = []
+        for i in range(len(xs)):
+            k = self.num_scales - 1 - i  # scale of xs[i]
+            outs.append(self.nets[k](xs[: i + 1], t, y, finest_only=True)[0])
+        return outs
+
+
+def dit_to_expert_state(state: Mapping[str, Tensor], scale: int = 0) -> dict[str, Tensor]:
+    """Rename a models.layers.DiT state dict for MoTDiT: per-scale parts go to `experts.<scale>`, the rest is shared.
+
+    With one scale, MoTDiT.load_state_dict(dit_to_expert_state(dit.state_dict())) gives the same network.
+    """
+    out = {}
+    for key, value in state.items():
+        out[f"experts.{scale}.{key}" if key.startswith(EXPERT_PREFIXES) else key] = value
+    return out
