@@ -43,10 +43,10 @@ class StageDiT(DiT):
         class_dropout: float = 0.1,
         time_scale: float = 1.0,
     ) -> None:
+        full = stage_sizes[-1]
         super().__init__(
-            backbone, in_channels, stage_sizes[-1], num_classes=num_classes, class_dropout=class_dropout,
-            time_scale=time_scale,
-        )  # fmt: skip
+            backbone, in_channels, full, num_classes=num_classes, class_dropout=class_dropout, time_scale=time_scale
+        )
         self.hidden = backbone.dims()[1]
         for h, w in stage_sizes:
             gh, gw = h // self.patch, w // self.patch
