@@ -11,6 +11,7 @@ from baselines.lfm.config import LFMConfig
 from baselines.lfm.model import build as build_lfm
 from bench.errors import BenchError
 from bench.interface import SampleOutput, SampleSpec
+from bench.metrics.flops import analyse, trace_flops
 from bench.runtime import per_sample_randn_like
 from models.lapflow.config import PRESETS, LapFlowConfig
 from models.lapflow.model import build
@@ -74,6 +75,7 @@ def test_only_active_scales_are_fed(stage: int) -> None:
     coarse_grads = [p.grad for p in model.net.experts[1].parameters()]
     assert all(g is not None for g in coarse_grads)
     assert all(g is None for g in fine_grads) == (stage == 1)
+    assert model.may_skip_parameters  # tells the training loop to let DDP find unused parameters
 
 
 def test_stage_is_drawn_per_call_and_curriculum_unlocks_finer_stages() -> None:
@@ -98,6 +100,7 @@ def test_single_scale_loss_equals_lfm(num_classes: int) -> None:
     expected = lfm.loss(x, y)
     torch.manual_seed(11)
     assert torch.equal(lap.loss(x, y), expected)
+    assert not lap.may_skip_parameters
 
 
 def single_scale_pair(num_classes: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -244,30 +247,6 @@ def test_bad_options_fail_with_one_sentence() -> None:
 # cost
 
 
-def sdpa_flops(inputs: list, outputs: list) -> int:
-    """fvcore handle for aten::scaled_dot_product_attention: B*H*Lq*Lk*(D + Dv) multiply-adds (QK^T and PV).
-
-    Written locally: bench/metrics/flops.py did not exist when this test was written.
-    """
-    from fvcore.nn.jit_handles import get_shape
-
-    q, k, v = (get_shape(i) for i in inputs[:3])
-    return q[0] * q[1] * q[2] * k[2] * (q[3] + v[3])
-
-
-def gflops(calls: list) -> tuple[float, float]:
-    """(per-sample GFLOPs summed over calls times counts, GFLOPs per forward averaged over all calls)."""
-    from fvcore.nn import FlopCountAnalysis
-
-    total = 0.0
-    for call in calls:
-        analysis = FlopCountAnalysis(call.module, call.inputs)
-        analysis.set_op_handle("aten::scaled_dot_product_attention", sdpa_flops)
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        total += analysis.total() / 1e9 * call.count
-    return total, total / sum(c.count for c in calls)
-
-
 def test_flop_trace_counts_tokens_and_measurement() -> None:
     model = lapflow()
     calls = model.flop_trace(SampleSpec(solver="heun", steps=9))
@@ -287,19 +266,11 @@ def test_attention_flops_closed_form(attention: str) -> None:
     """The prefix path computes (and fvcore counts) only the blocks the causal mask allows."""
     model = lapflow(attention=attention)
     call = model.flop_trace(SampleSpec(steps=2))[1]  # 16 coarse + 64 fine tokens
-    counted = {}
-
-    def record(inputs: list, outputs: list) -> int:
-        counted[len(counted)] = n = sdpa_flops(inputs, outputs)
-        return n
-
-    from fvcore.nn import FlopCountAnalysis
-
-    analysis = FlopCountAnalysis(call.module, call.inputs).set_op_handle("aten::scaled_dot_product_attention", record)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).total()
+    _, by_op, uncounted = analyse(call.module, call.inputs)  # SDPA: B*H*Lq*Lk*(D+Dv) multiply-adds
+    assert not uncounted
     head_dims = 2 * 16  # D + Dv with hidden 64 over 4 heads
     pairs = 16 * 16 + 64 * 80 if attention == "prefix" else 80 * 80
-    assert sum(counted.values()) == TINY.depth * 4 * pairs * head_dims
+    assert by_op["scaled_dot_product_attention"] * 1e9 == pytest.approx(TINY.depth * 4 * pairs * head_dims)
 
 
 def time_averaged_gflops(size: str, depth: int, num_scales: int) -> float:
@@ -310,10 +281,12 @@ def time_averaged_gflops(size: str, depth: int, num_scales: int) -> float:
     else:
         model = build(LapFlowConfig(backbone=backbone, num_scales=num_scales), (4, 32, 32), 0)
     # Euler steps split in proportion to segment length: averaging over calls is averaging over time.
-    return gflops(model.flop_trace(SampleSpec(solver="euler", steps=100)))[1]
+    report = trace_flops(model, SampleSpec(solver="euler", steps=100))
+    assert report.nfe == 100
+    return report.time_avg_gflops_per_forward
 
 
-@pytest.mark.parametrize(("size", "dit_gflops"), [("L", 80.70), pytest.param("B", 23.01, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(("size", "dit_gflops"), [("L", 80.70), ("B", 23.01)])
 def test_time_averaged_gflops_ratio_over_lfm(size: str, dit_gflops: float) -> None:
     """256 px (32x32x4 latents), 2 scales, T_1 = 0.5: paper 16.5 / 22.1 = 0.747 of LFM's per-forward GFLOPs.
 

@@ -84,6 +84,11 @@ class LapFlow(GenerativeModel):
         if cfg.curriculum_images > 0:  # images fed to loss() in training mode (saved with the weights)
             self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
 
+    @property
+    def may_skip_parameters(self) -> bool:
+        """Stage sampling leaves the finer experts out of some loss() calls (DDP needs find_unused_parameters)."""
+        return self.num_scales > 1
+
     def _starts(self, critical_times: tuple[float, ...]) -> tuple[float, ...]:
         try:
             return activation_times(critical_times, self.num_scales)
