@@ -1,0 +1,1 @@
+"""DiT baseline: DDPM with learned variance on the shared DiT backbone (facebookresearch/DiT; see ORIGIN.md)."""
