@@ -1,0 +1,1 @@
+"""Data set sources, image preparation and the prepared-data cache behind `bench.data` (torch-free except cache)."""
