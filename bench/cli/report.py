@@ -22,11 +22,12 @@ def report_command(
         Path, typer.Option(envvar="BENCH_RUNS_DIR", help="Run folders for training curves and sample grids.")
     ] = Path("runs"),
     paper_dir: Annotated[Path | None, typer.Option(help="The paper's numbers (default: <results-dir>/paper).")] = None,
+    plots: Annotated[bool, typer.Option(help="Regenerate plots and sample grids (--no-plots: tables only).")] = True,
 ) -> None:
     """Regenerate reports/ from results/: paper-vs-measured tables (Markdown, LaTeX, CSV), plots and README."""
     from bench.report.build import build_report
 
-    report = build_report(results_dir, out, runs_dir, paper_dir)
+    report = build_report(results_dir, out, runs_dir, paper_dir, plots)
     typer.echo(
         f"report: {len(report.records)} record(s) -> {len(report.files)} file(s) in {out} "
         f"({len(report.tables)} table(s); missing items listed in {out / 'README.md'})"

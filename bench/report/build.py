@@ -56,6 +56,7 @@ class Report:
     skipped_plots: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     grids: dict[str, str] = field(default_factory=dict)  # run -> grid file name
+    with_plots: bool = True  # False: plots/ and samples/ are left as they are
 
 
 def _tables_markdown(tables: list[Table]) -> str:
@@ -110,7 +111,7 @@ def generate(
     records = load_results(results_dir)
     paper = load_paper(Path(results_dir) / "paper" if paper_dir is None else paper_dir)
     check_paper(paper)
-    report = Report(records=records)
+    report = Report(records=records, with_plots=with_plots)
     report.tables = comparison_tables(records, paper) + performance_tables(records, paper)
     placed = {id(item) for table in report.tables for item in table.placed}
     other = other_table(records, placed)
@@ -158,6 +159,7 @@ def readme(report: Report, paper: PaperData) -> str:
         f"- {i.path}: n/a ({i.record.note or 'no reason given'})" for i in report.records if i.record.value is None
     ]
     missing += [f"- plot {name}" for name in report.skipped_plots]
+    missing += [] if report.with_plots else ["- plots and sample grids: not regenerated (--no-plots)"]
     lines += missing or ["- nothing"]
     if report.runs or report.grids:
         lines += ["", "## Runs", ""]
@@ -184,7 +186,7 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
     out = Path(out_dir)
     for name, data in sorted(report.files.items()):
         _atomic_write(out / name, data)
-    for folder in OWNED_DIRS:
+    for folder in OWNED_DIRS if report.with_plots else ("tables",):
         for path in sorted((out / folder).glob("**/*")) if (out / folder).is_dir() else []:
             if path.is_file() and path.relative_to(out).as_posix() not in report.files:
                 path.unlink()
@@ -192,8 +194,12 @@ def write_report(report: Report, out_dir: Path) -> list[Path]:
 
 
 def build_report(
-    results_dir: Path, out_dir: Path, runs_dir: Path | None = None, paper_dir: Path | None = None
+    results_dir: Path,
+    out_dir: Path,
+    runs_dir: Path | None = None,
+    paper_dir: Path | None = None,
+    with_plots: bool = True,
 ) -> Report:
-    report = generate(results_dir, runs_dir, paper_dir)
+    report = generate(results_dir, runs_dir, paper_dir, with_plots)
     write_report(report, out_dir)
     return report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "Producer": None}
 FID_METRICS = ("fid", "clean_fid")
 PAPER_STYLE = {"marker": "o", "mfc": "none", "linestyle": "--"}
+LEGEND_DROP_PT = 34  # legend top below the axes: room for tick labels and the x label
 Files = dict[str, bytes]  # report-relative path -> content
 
 
@@ -50,6 +52,12 @@ def _figure(ncols: int = 1, width: float = 5.5, height: float = 4.0) -> Any:
 
 
 def _save(fig: Any, stem: str) -> Files:
+    """PNG and PDF bytes; the constrained layout runs once (it dominates the cost) and is then frozen."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.get_layout_engine().execute(fig)
+    fig.set_layout_engine("none")
     out = {}
     for fmt, metadata in (("png", PNG_METADATA), ("pdf", PDF_METADATA)):
         buffer = io.BytesIO()
@@ -107,31 +115,32 @@ def short_label(record: Record) -> str:
     return f"{method_label(record.model)} {record.resolution}" + (f" {extra}" if extra else "")
 
 
-def _plain_log(ax: Any, axis: str, base: float = 10) -> None:
-    """Log scale with plain tick labels (0.4, 2, 100 instead of 4x10^-1); call after plotting.
-
-    Within one decade every tick is labelled; over wider ranges the minor ticks at 2 and 5 are.
-    """
-    import math
-
+def _scale(ax: Any, axis: str, base: float = 10, force: bool = False) -> str:
+    """Log scale with plain tick labels (0.5, 2, 100) when the data span a decade or more (or `force`), else
+    linear; returns the suffix for the axis label. Call after plotting."""
     from matplotlib.ticker import FuncFormatter
 
+    low, high = sorted(ax.dataLim.intervalx if axis == "x" else ax.dataLim.intervaly)
+    if not force and (low <= 0 or high / low < base):
+        return ""
     getattr(ax, f"set_{axis}scale")("log", base=base)
-    low, high = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
-    narrow = high / max(low, 1e-300) < base
 
     def minor(v: float, _: object) -> str:
         mantissa = round(v / 10 ** math.floor(math.log10(v)), 6) if v > 0 else 0
-        return f"{v:g}" if narrow or mantissa in (2, 5) else ""
+        return f"{v:g}" if mantissa in (2, 5) else ""
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(FuncFormatter(minor))
+    return " (log)"
 
 
 def _legend(ax: Any) -> None:
     """Below the axes: series labels name protocols and GPUs and are long."""
-    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False)
+    from matplotlib.transforms import offset_copy
+
+    below = offset_copy(ax.transAxes, fig=ax.figure, y=-LEGEND_DROP_PT, units="points")
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=below, frameon=False)
 
 
 def fid_vs_cost(records: list[Loaded], paper: PaperData, dataset: str, cost: str) -> Files:
@@ -152,22 +161,20 @@ def fid_vs_cost(records: list[Loaded], paper: PaperData, dataset: str, cost: str
                     series.setdefault(label, []).append((x.record.value, fid.record.value, short_label(fid.record)))
     paper_points = _paper_points(paper, dataset, cost)
     panels = [(f"measured: {dataset}", series)] if series else []
-    if paper_points:
+    if len(paper_points) >= 2:  # a lone paper point compares nothing
         what = "GFLOPs/forward x NFE" if cost == "gflops" else "s/image, GPU not named"
         panels.append((f"paper: {dataset}", {f"paper [FID-50K; {what}]": paper_points}))
     if not panels:
         return {}
     noun = "compute" if cost == "gflops" else "time"
     with _style():
-        fig, axes = _figure(ncols=len(panels), width=5.2)
+        fig, axes = _figure(ncols=len(panels), width=5.2, height=4.8)
         for ax, (title, panel) in zip(axes, panels, strict=True):
             done: set = set()
             for label, points in sorted(panel.items()):
                 _scatter(ax, sorted(points), label, done, paper=title.startswith("paper"))
-            _plain_log(ax, "x")
-            ax.set_xlabel(
-                "GFLOPs per sample (all NFE, log)" if cost == "gflops" else "Seconds per sample, batch 1 (log)"
-            )
+            what = "GFLOPs per sample (all NFE)" if cost == "gflops" else "Seconds per sample, batch 1"
+            ax.set_xlabel(what + _scale(ax, "x"))
             ax.set_ylabel("FID (lower is better)")
             ax.set_title(f"{title}: FID vs {noun} per sample")
             _legend(ax)
@@ -221,7 +228,7 @@ def cost_vs_resolution(records: list[Loaded], paper: PaperData, table: str = "ce
         return {}
     markers = "s^Dv<>"
     with _style():
-        fig, axes = _figure(ncols=2, width=5.0)
+        fig, axes = _figure(ncols=2, width=5.0, height=5.4)
         for ax, (ylabel, lines, paper_lines) in zip(axes, data, strict=True):
             resolutions: set[int] = set()
             for i, ((method, label), points) in enumerate(sorted(lines.items())):
@@ -233,11 +240,10 @@ def cost_vs_resolution(records: list[Loaded], paper: PaperData, table: str = "ce
                     *zip(*sorted(points), strict=True), label=label, **{**PAPER_STYLE, "color": _method_color(method)}
                 )
                 resolutions |= {p[0] for p in points}
-            _plain_log(ax, "x", base=2)
-            _plain_log(ax, "y")
+            _scale(ax, "x", base=2, force=True)
             ax.set_xticks(sorted(resolutions), [str(r) for r in sorted(resolutions)])
-            ax.set_xlabel("Resolution (px, log scale)")
-            ax.set_ylabel(f"{ylabel} (log)")
+            ax.set_xlabel("Resolution (px, log)")
+            ax.set_ylabel(ylabel + _scale(ax, "y"))
             _legend(ax)
         axes[0].set_title(f"{table}: time vs resolution (paper GPU not named)")
         axes[1].set_title(f"{table}: GFLOPs vs resolution (fvcore, 1 MAC = 1 FLOP)")
@@ -263,6 +269,8 @@ def training_curves(runs_dir: Path) -> tuple[Files, list[str]]:
     runs = {name: rows for name, rows in runs.items() if rows}
     if not runs:
         return {}, []
+    from matplotlib.ticker import EngFormatter
+
     with _style():
         fig, (loss_ax, speed_ax) = _figure(ncols=2, width=5.0)
         for name, rows in runs.items():
@@ -271,10 +279,10 @@ def training_curves(runs_dir: Path) -> tuple[Files, list[str]]:
             speed = [(r["images"], r["images_per_s"]) for r in rows if isinstance(r.get("images_per_s"), int | float)]
             if speed:
                 speed_ax.plot(*zip(*speed, strict=True), label=name)
-        loss_ax.set_yscale("log")
-        loss_ax.set_ylabel("Training loss (mean per logged window, log)")
+        loss_ax.set_ylabel("Training loss (mean per logged window)" + _scale(loss_ax, "y"))
         speed_ax.set_ylabel("Throughput (images/s, all processes)")
         for ax in (loss_ax, speed_ax):
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 50k, 1M
             ax.set_xlabel("Images seen")
             _legend(ax)
         loss_ax.set_title("Training loss (runs/<name>/stats.jsonl)")

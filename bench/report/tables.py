@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from bench.report.paper import PaperData
+from bench.report.paper import PaperData, PaperEntry
 from bench.report.select import (
     SPECS_BY_ID,
     RowKey,
@@ -171,66 +171,77 @@ def ratio_cell(value: float | None, base: float | None) -> Cell:
     return Cell(f"{value / base:.2f}", value / base)
 
 
-def comparison_table(spec: TableSpec, group: Group, records: list[Loaded], paper: PaperData) -> Table | None:
-    """Paper vs measured for one table and one column group; None when neither has a number or a gap to show."""
+def _collect(spec: TableSpec, group: Group, records: list[Loaded]) -> dict[RowKey, dict[ColumnKey, list[Loaded]]]:
+    """Records of this group by row and column (several per cell when measured more than once)."""
     measured: dict[RowKey, dict[ColumnKey, list[Loaded]]] = {}
     for item in records:
         key = spec.row_key(item.record) if item.record.metric in group.metrics else None
         if key is not None:
             measured.setdefault(key, {}).setdefault(column_key(item.record, group), []).append(item)
+    return measured
+
+
+def _paper_cell(entry: PaperEntry | None, group: Group, notes: Footnotes) -> Cell:
+    if entry is None:
+        return Cell(MISSING)
+    marks = (notes.mark(entry.note),) if entry.note else ()
+    return Cell(group.fmt(entry.value) if entry.value is not None else MISSING, entry.value, marks)
+
+
+def _with_ratios(rows: dict[RowKey, list[Cell]], ratio: bool) -> dict[RowKey, list[Cell]]:
+    """Each value cell followed by its ratio to LFM's value in the same column, resolution and setting."""
+    if not ratio:
+        return rows
+    out = {}
+    for key, cells in rows.items():
+        base = rows.get((key[0], RATIO_BASE, key[2]))
+        out[key] = [
+            c for i, cell in enumerate(cells) for c in (cell, ratio_cell(cell.value, base[i].value if base else None))
+        ]
+    return out
+
+
+def comparison_table(spec: TableSpec, group: Group, records: list[Loaded], paper: PaperData) -> Table | None:
+    """Paper vs measured for one table and one column group; None when there is nothing to compare."""
+    measured = _collect(spec, group, records)
     entries = {(e.resolution, e.method, e.setting_for(spec.axes)): e for e in paper.for_table(spec.id, group.name)}
     if not entries and len({key[2] for key in measured}) < (2 if spec.axes else 1):
         return None  # no paper number and nothing compared (an ablation table needs two settings)
-    rows = sorted(set(measured) | set(entries), key=row_sort_key)
     columns = sorted({col for cells in measured.values() for col in cells})
-    protocol = paper.protocols.get((spec.id, group.name), "paper")
-    headers = list(spec.headers)
-    for header in ([f"Paper [{protocol}]"] if entries else []) + [column_header(c) for c in columns]:
-        headers += [header, f"{header} / LFM"] if spec.ratio else [header]
-    headers.append("Measured setting")
+    value_headers = [column_header(c) for c in columns]
+    if entries:
+        value_headers.insert(0, f"Paper [{paper.protocols.get((spec.id, group.name), 'paper')}]")
     notes = Footnotes()
-    values: dict[RowKey, list[float | None]] = {}
-    table_rows, used, missing = [], [], []
-    for key in rows:
-        res, method, setting = key
-        entry = entries.get(key)
-        paper_cell = Cell(MISSING)
-        if entry is not None:
-            marks = (notes.mark(entry.note),) if entry.note else ()
-            text = group.fmt(entry.value) if entry.value is not None else MISSING
-            paper_cell = Cell(text, entry.value, marks)
-        cells = [paper_cell] if entries else []
+    values: dict[RowKey, list[Cell]] = {}
+    used, missing = [], []
+    for key in sorted(set(measured) | set(entries), key=row_sort_key):
+        cells = [_paper_cell(entries.get(key), group, notes)] if entries else []
         for col in columns:
             items = measured.get(key, {}).get(col, [])
             chosen = newest(items) if items else None
             used += [chosen] if chosen else []
             cells.append(value_cell(chosen, len(items), group, notes))
-        values[key] = [c.value for c in cells]
+        values[key] = cells
+        entry = entries.get(key)
         if entry is not None and entry.value is not None and key not in measured:
-            missing.append(f"{res} {method_label(method)} {' '.join(setting)}".strip())
-        label = [Cell(str(res)), Cell(method_label(method))] + [Cell(v) for v in setting]
-        table_rows.append((key, label, cells))
-    out_rows = []
-    for key, label, cells in table_rows:
-        row = list(label)
-        base = values.get((key[0], RATIO_BASE, key[2]))
-        for i, cell in enumerate(cells):
-            row.append(cell)
-            if spec.ratio:
-                row.append(ratio_cell(cell.value, base[i] if base else None))
-        row.append(Cell(measured_setting(i for col in measured.get(key, {}).values() for i in col)))
-        out_rows.append(row)
+            missing.append(" ".join([str(key[0]), method_label(key[1]), *key[2]]).strip())
+    rows = []
+    for key, cells in _with_ratios(values, spec.ratio).items():
+        setting = measured_setting(i for items in measured.get(key, {}).values() for i in items)
+        rows.append([Cell(str(key[0])), Cell(method_label(key[1])), *(Cell(v) for v in key[2]), *cells, Cell(setting)])
+    headers = [*spec.headers]
+    for header in value_headers:
+        headers += [header, f"{header} / LFM"] if spec.ratio else [header]
+    headers.append("Measured setting")
     general = paper.notes_for(spec.id, group.name)
     if spec.ratio:
         general.append("`/ LFM`: the value divided by LFM's in the same column, resolution and setting.")
-    if any(c.text == MISSING for row in out_rows for c in row):
+    if any(c.text == MISSING for row in rows for c in row):
         general.append(MISSING_NOTE)
-    table_id = f"{spec.id}-{group.name}"
-    title = f"{spec.title}: {group.title}"
-    placed = [i for cells in measured.values() for items in cells.values() for i in items]
     align = "l" * len(spec.headers) + "r" * (len(headers) - len(spec.headers) - 1) + "l"
-    table = Table(table_id, title, headers, out_rows, align, general, notes.items(), used, missing)
-    table.placed = placed
+    title = f"{spec.title}: {group.title}"
+    table = Table(f"{spec.id}-{group.name}", title, headers, rows, align, general, notes.items(), used, missing)
+    table.placed = [i for cells in measured.values() for items in cells.values() for i in items]
     return table
 
 
@@ -324,9 +335,9 @@ def performance_tables(records: list[Loaded], paper: PaperData) -> list[Table]:
     return out
 
 
-def other_table(records: list[Loaded], shown: set[int]) -> Table | None:
+def other_table(records: list[Loaded], placed: set[int]) -> Table | None:
     """Records that no other table shows (e.g. synthetic data sets), so nothing is silently dropped."""
-    rest = sorted((i for i in records if id(i) not in shown), key=_perf_sort)
+    rest = sorted((i for i in records if id(i) not in placed), key=_perf_sort)
     if not rest:
         return None
     notes = Footnotes()
