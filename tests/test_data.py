@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from bench.config import DataConfig
 from bench.data import LatentDataset, load_prepared_images, load_training_data, prepare, resolve_data_path
+from bench.datasets.cache import remove_stale_temporaries
 from bench.datasets.images import adm_center_crop, center_crop_resize, open_rgb
 from bench.datasets.sources import FolderSource, read_classes_file
 from bench.datasets.synthetic import synthetic_image
@@ -185,14 +187,31 @@ def test_interrupted_preparation_leaves_nothing(tmp_path: Path, monkeypatch: pyt
         raise KeyboardInterrupt
 
     monkeypatch.setattr(FolderSource, "items", interrupted)
+    cfg = DataConfig(dataset="celebahq", res=16, path=str(src), autoencoder="pixel")
     with pytest.raises(KeyboardInterrupt):
-        prepare(
-            DataConfig(dataset="celebahq", res=16, path=str(src), autoencoder="pixel"),
-            None,
-            tmp_path / "cache",
-            progress=False,
-        )
+        prepare(cfg, None, tmp_path / "cache", progress=False)
     assert list((tmp_path / "cache").iterdir()) == []
+    monkeypatch.undo()
+    name = FolderSource(cfg, None).cache_name()
+    dead = f".tmp-999999999@{socket.gethostname()}"  # a killed writer on this host (no such pid)
+    (tmp_path / "cache" / f".{name}-x{dead}").mkdir()
+    (tmp_path / "cache" / f".{name}-y.tmp-1@elsewhere").mkdir()  # another host's writer: left alone
+    folder = prepare(cfg, None, tmp_path / "cache", progress=False)
+    (folder / f".latents-x.npy{dead}").write_bytes(b"")
+    remove_stale_temporaries(folder)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([folder.name, f".{name}-y.tmp-1@elsewhere"])
+    assert sorted(p.name for p in folder.iterdir()) == ["images.npy", "meta.json"]
+
+
+def test_large_folder_through_the_worker_pool(tmp_path: Path) -> None:
+    from bench.datasets.images import POOL_MIN_FILES
+
+    files = write_images(tmp_path / "faces", POOL_MIN_FILES + 2, size=(12, 10))
+    cfg = DataConfig(dataset="celebahq", res=8, path=str(tmp_path / "faces"), autoencoder="pixel")
+    images, _, meta = load_prepared_images(cfg, None, tmp_path / "cache", progress=False)
+    assert meta["count"] == len(files)
+    for i in (0, 100, len(files) - 1):
+        assert np.array_equal(images[i], center_crop_resize(open_rgb(files[i]), 8).transpose(2, 0, 1))
 
 
 def test_class_folders_labels_classes_file_and_nested_layout(tmp_path: Path) -> None:

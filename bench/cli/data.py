@@ -1,4 +1,7 @@
-"""`bench data ...`: prepare data sets (verify every image, crop, cache; optionally encode latents once)."""
+"""`bench data ...`: prepare data sets (verify every image, crop, cache; optionally encode latents once).
+
+Imports stay lazy: `bench --help` must not import torch.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from pathlib import Path
 
 import typer
 
-from bench.config import DataConfig
 from bench.paths import cache_dir, data_root
 
 app = typer.Typer(help="Prepare data sets: verify, crop and cache images (and latents).", no_args_is_help=True)
@@ -28,10 +30,11 @@ def prepare(
     split: str = typer.Option("train", "--split", help="imagenet: sub-folder holding the class folders."),
     num_classes: int = typer.Option(0, "--num-classes", help="imagenet: expected class count (0: any)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Also encode mirrored images (latent flip)."),
-    synthetic_size: int = typer.Option(DataConfig.synthetic_size, "--synthetic-size", help="synthetic: images."),
+    synthetic_size: int = typer.Option(0, "--synthetic-size", help="synthetic: image count (0: the default)."),
     device: str = typer.Option("auto", "--device", help="Device for encoding latents (auto, cpu, cuda, ...)."),
 ) -> None:
     """Verify and prepare DATASET at --res into the cache; reruns reuse what matches."""
+    from bench.config import DataConfig
     from bench.data import prepare as prepare_data
     from bench.data import prepared_meta
     from bench.registry import AUTOENCODERS, DATASETS
@@ -46,7 +49,7 @@ def prepare(
         split=split,
         num_classes=num_classes,
         flip=flip,
-        synthetic_size=synthetic_size,
+        synthetic_size=synthetic_size or DataConfig.synthetic_size,
     )
     root, cache = data_root(), cache_dir()
     folder = prepare_data(cfg, root, cache, skip_bad=skip_bad, device=resolve_device(device), progress=True)

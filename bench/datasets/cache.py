@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ META = "meta.json"
 LATENT_STORE_DTYPE = np.float16  # halves cache size (latents travel to the GPU machines); error ~5e-4 relative
 ENCODE_PIXELS_PER_BATCH = 1 << 20  # images per encoder batch = this / res^2 (16 at 256 px): bounded memory on CPU
 COPY_ROWS = 1024  # rows per chunk when copying memmaps
+TEMP_TAG = re.compile(r"\.tmp-(?P<pid>\d+)@(?P<host>[^/]+)$")  # temporaries end with temp_tag()
 
 
 def read_json(path: Path) -> dict | None:
@@ -44,7 +47,7 @@ def read_json(path: Path) -> dict | None:
 
 def write_json(path: Path, data: dict) -> None:
     """Atomic: a temporary file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{temp_tag()}")
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
@@ -62,13 +65,41 @@ def prepare_images(source: Source, cache_dir: Path, skip_bad: bool, progress: bo
     meta = read_json(final / META)
     if meta and meta.get("source_hash") == fingerprint and (final / "images.npy").is_file():
         return final, meta
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=cache_dir))
+    remove_stale_temporaries(cache_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=temp_tag(), dir=cache_dir))
     try:
         meta = _write_images(source, tmp, fingerprint, skip_bad, progress)
         _swap_in(tmp, final, fingerprint)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final, read_json(final / META) or meta
+
+
+def temp_tag() -> str:
+    """Marks a temporary name with its writer (host and pid) so a later run can tell a dead writer's leftovers."""
+    return f".tmp-{os.getpid()}@{socket.gethostname()}"
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporaries left in `folder` by killed processes of this host (caches may be shared across hosts)."""
+    for path in folder.glob(".*.tmp-*"):
+        match = TEMP_TAG.search(path.name)
+        if match is None or match["host"] != socket.gethostname() or _alive(int(match["pid"])):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _write_images(source: Source, folder: Path, fingerprint: str, skip_bad: bool, progress: bool) -> dict:
@@ -134,7 +165,7 @@ def _swap_in(tmp: Path, final: Path, fingerprint: str) -> None:
     current = read_json(final / META)
     if current and current.get("source_hash") == fingerprint:
         return  # another process finished the same preparation first
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
+    old = final.with_name(f".{final.name}-old{temp_tag()}")
     os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
@@ -164,11 +195,12 @@ def prepare_latents(folder: Path, meta: dict, cfg: DataConfig, device: torch.dev
     ):
         return marker
     marker_path.unlink(missing_ok=True)
+    remove_stale_temporaries(folder)
     ae = load_autoencoder(cfg.autoencoder, device, cfg.autoencoder_path)
     images = np.load(folder / "images.npy", mmap_mode="r")
     files = {"latents": f"{stem}.npy", **({"flipped": f"{stem}-flip.npy"} if cfg.flip else {})}
     for key, name in files.items():
-        tmp = folder / f".{name}.tmp-{os.getpid()}"
+        tmp = folder / f".{name}{temp_tag()}"
         try:
             shape = (len(images), *_latent_dims(cfg))
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=LATENT_STORE_DTYPE, shape=shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -77,12 +78,16 @@ def load_item(job: tuple[str, int, str]) -> tuple[np.ndarray | None, str | None]
 
 
 def load_items(files: Sequence[Path], res: int, crop: str) -> Iterator[tuple[np.ndarray | None, str | None]]:
-    """load_item over files in order; a small process pool (forkserver: clean, torch-free workers) for big lists."""
+    """load_item over files in order, with a small forked pool for big lists on Linux.
+
+    fork (not spawn/forkserver) so that callers' scripts need no `if __name__ == "__main__"` guard; the workers use
+    only PIL and numpy, never torch, so forking a process that has torch loaded is safe (as in DataLoader workers).
+    """
     jobs = [(str(p), res, crop) for p in files]
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
-    if len(jobs) < POOL_MIN_FILES or workers < 2:
+    if len(jobs) < POOL_MIN_FILES or workers < 2 or not sys.platform.startswith("linux"):
         yield from map(load_item, jobs)
         return
-    context = multiprocessing.get_context("forkserver")
+    context = multiprocessing.get_context("fork")
     with context.Pool(workers) as pool:
         yield from pool.imap(load_item, jobs, chunksize=16)
