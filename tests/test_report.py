@@ -122,13 +122,15 @@ def test_two_protocols_make_two_columns(fixture_report, tmp_path):
     h100, h200 = (f"time_e2e [time-b1-e2e-bf16] @ NVIDIA {g}" for g in ("H100 80GB HBM3", "H200"))
     assert _cell(time, ("128", "LFM"), h100) == "0.533" and _cell(time, ("128", "LFM"), h200) == "0.471"
     assert _cell(time, ("128", "LapFlow"), h200) == "-"
+    cpu = _cell(time, ("128", "LapFlow"), "time_e2e [time-b1-e2e-fp32-cpu] @ cpu")  # protocol says not reportable
+    assert cpu.startswith("9.84 [") and "not reportable" in dict(time.footnotes)[cpu[-2]]
     assert _cell(time, ("128", "LapFlow"), f"{h100} / LFM") == f"{0.412 / 0.533:.2f}"
     assert _cell(time, ("256", "LapFlow"), "Paper [s/image] / LFM") == f"{1.51 / 1.70:.2f}"
 
 
 def test_paper_beside_measured_and_missing_marked(fixture_report):
     gflops = _table(fixture_report, "celebahq-gflops")
-    paper, measured = "Paper [GFLOPs/forward]", "gflops_forward [flops-fvcore]"
+    paper, measured = "Paper [GFLOPs/forward]", "gflops_forward [gflops-fvcore]"
     assert (
         _cell(gflops, ("256", "LapFlow"), paper) == "16.5 [a]" and _cell(gflops, ("256", "LapFlow"), measured) == "61.2"
     )
@@ -151,7 +153,7 @@ def test_ablation_rows_come_from_config(fixture_report):
     main = _table(fixture_report, "celebahq-fid")
     assert "40.20" not in {c.text for row in main.rows for c in row}  # ablation runs stay out of the main table
     separate = _table(fixture_report, "ablation-separate-gflops")
-    assert _cell(separate, ("128", "LapFlow", "separate"), "gflops_forward [flops-fvcore]") == "2.31"
+    assert _cell(separate, ("128", "LapFlow", "separate"), "gflops_forward [gflops-fvcore]") == "2.31"
     scales = _table(fixture_report, "ablation-scales-fid")
     assert _cell(scales, ("128", "LFM", "1"), "fid [fid-tf-5k-celebahq128]") == "45.12"
     other = _table(fixture_report, "other")

@@ -71,11 +71,12 @@ def _run_key(r: Record) -> tuple[str, str, str, int]:
 
 
 def _latest(items: list[Loaded], metric: str, batch1: bool = False) -> dict[tuple, Loaded]:
-    """Newest record of `metric` per run (and per protocol/GPU for timings)."""
+    """Newest reportable record of `metric` per run (and per protocol/GPU for timings)."""
     groups: dict[tuple, list[Loaded]] = {}
     for item in items:
         r = item.record
-        if r.metric == metric and r.value is not None and (not batch1 or r.extra.get("batch") == 1):
+        reportable = r.protocol.get("reportable") is not False  # tables footnote these; plots leave them out
+        if r.metric == metric and r.value is not None and reportable and (not batch1 or r.extra.get("batch") == 1):
             groups.setdefault((*_run_key(r), r.protocol_name, gpu_of(r)), []).append(item)
     return {key: newest(group) for key, group in sorted(groups.items())}
 

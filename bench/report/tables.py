@@ -158,6 +158,8 @@ def value_cell(item: Loaded | None, count: int, group: Group, notes: Footnotes) 
     marks = []
     if count > 1:
         marks.append(notes.mark(f"{count} records measure this cell; the newest is shown (all are listed in README)."))
+    if item.record.protocol.get("reportable") is False:
+        marks.append(notes.mark("The record's protocol marks it not reportable (e.g. CPU, or too few repeats)."))
     value = item.record.value
     if value is None:
         marks.append(notes.mark(f"n/a ({item.record.preset}): {item.record.note or 'the family cannot do this.'}"))
