@@ -1,0 +1,368 @@
+"""`bench eval`: FID, GFLOPs, time and NFE as result records (one JSON per measurement, written atomically).
+
+GFLOPs and time need no trained weights (the paper architecture at random init is valid for them); FID needs a
+run directory with a checkpoint, or samples scored from a folder, saved latents or saved Inception features.
+A record is written only once its measurement has completed, so an interrupted command leaves no partial record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bench.errors import BenchError
+from bench.metrics.measure import FidRequest, Target
+
+app = typer.Typer(no_args_is_help=True, help="Measure FID, GFLOPs, time and NFE; write result records.")
+
+METRICS = ("fid", "flops", "time", "nfe")
+DEFAULT_FID_SAMPLES = 5000
+DEFAULT_RES = 256
+
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Results folder (else $BENCH_RESULTS_DIR or results/).")]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (else $BENCH_DEVICE).")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="FID backends: tf (torch-fidelity), clean (clean-fid).")]
+RefOpt = Annotated[str, typer.Option("--ref", help="Reference: a name like celebahq128 (cached) or an .npz file.")]
+BatchOpt = Annotated[int, typer.Option(help="Images per batch (results do not depend on it).")]
+NameOpt = Annotated[str, typer.Option("--name", help="Name recorded as the record's preset.")]
+ModelOpt = Annotated[str, typer.Option("--model", help="Family recorded as the record's model.")]
+FeatOpt = Annotated[Path | None, typer.Option(help="Also save features as PREFIX-<backend>.npy (float32).")]
+
+
+def results_dir(out: Path | None = None) -> Path:
+    """--out, else $BENCH_RESULTS_DIR (the global --results-dir), else ./results."""
+    if out is not None:
+        return Path(out)
+    return Path(os.environ.get("BENCH_RESULTS_DIR", "").strip() or "results")
+
+
+def _device(name: str | None) -> Any:
+    from bench.runtime import resolve_device
+
+    return resolve_device(name or os.environ.get("BENCH_DEVICE", "").strip() or "auto")
+
+
+def split_list(text: str, allowed: tuple[str, ...] | None = None, what: str = "value") -> list[str]:
+    items = [p.strip() for p in text.split(",") if p.strip()]
+    if not items:
+        raise BenchError(f"Give at least one {what}.")
+    bad = [p for p in items if allowed is not None and p not in allowed]
+    if bad:
+        raise BenchError(f"Unknown {what} '{bad[0]}'; choose from {', '.join(allowed or ())}.")
+    return items
+
+
+def split_ints(text: str, what: str) -> list[int]:
+    try:
+        values = [int(p) for p in split_list(text, what=what)]
+    except ValueError:
+        raise BenchError(f"{what.capitalize()} must be comma-separated integers, got '{text}'.") from None
+    if any(v <= 0 for v in values):
+        raise BenchError(f"{what.capitalize()} must be positive, got '{text}'.")
+    return values
+
+
+@contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so temporary files are removed and no partial record survives."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# bench eval run
+
+
+def default_preset(family: str, res: int) -> str:
+    """The family's CelebA-HQ preset at `res` (the paper's architecture), e.g. lfm-celebahq256-l2."""
+    from bench.registry import PRESET_TABLES
+
+    names = sorted(n for n in PRESET_TABLES.load(family) if n.startswith(f"{family}-celebahq{res}-"))
+    if len(names) > 1:
+        names = [n for n in names if n.endswith("-l2")] or names
+    if len(names) != 1:
+        found = ", ".join(names) if names else "none"
+        raise BenchError(f"Model '{family}' has no single CelebA-HQ {res} px preset (found {found}); pass --preset.")
+    return names[0]
+
+
+def build_targets(
+    model: str | None, all_: bool, preset: str | None, res: list[int] | None, run_dir: Path | None
+) -> list[Target]:
+    from bench.config import load_run_config, resolve
+    from bench.registry import MODELS
+
+    if run_dir is not None:
+        if all_ or preset:
+            raise BenchError("--run-dir measures one trained run; drop --all and --preset.")
+        cfg = load_run_config(Path(run_dir) / "config.yaml")
+        if model and model != cfg.family:
+            raise BenchError(f"Run '{run_dir}' is a '{cfg.family}' run, not '{model}'.")
+        if res and res != [cfg.data.res]:
+            raise BenchError(f"Run '{run_dir}' is trained at {cfg.data.res} px; drop --res.")
+        return [Target(cfg.family, cfg, Path(run_dir))]
+    if all_ and (model or preset):
+        raise BenchError("--all measures every model at its default presets; drop MODEL and --preset.")
+    if not (all_ or model or preset):
+        raise BenchError("Name a MODEL, a --preset, a --run-dir or --all.")
+    families = MODELS.names() if all_ else [MODELS.check(model)] if model else [None]
+    targets = []
+    for family in families:
+        if preset:
+            for r in res or [None]:
+                overrides = [{"data": {"res": r}}] if r else []
+                cfg = resolve(family, preset, overrides=overrides)
+                targets.append(Target(cfg.family, cfg, None))
+        else:
+            for r in res or [DEFAULT_RES]:
+                targets.append(Target(family, resolve(family, default_preset(family, r)), None))
+    return targets
+
+
+def fid_request(
+    cfg: Any, protocol: str | None, backend: str, num_samples: int, ref: str | None, batch: int, save: Path | None
+) -> FidRequest:
+    """Backends, sample count and reference from --protocol, else from the flags and the run's data set."""
+    from bench.metrics.protocols import FID_BACKENDS, parse_fid_protocol
+
+    if protocol:
+        p = parse_fid_protocol(protocol)
+        if p.res != cfg.data.res:
+            raise BenchError(f"Protocol '{protocol}' scores {p.res} px images; this model makes {cfg.data.res} px.")
+        return FidRequest([p.backend], p.num_samples, ref or p.reference, batch, save)
+    backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
+    return FidRequest(backends, num_samples, ref or f"{cfg.data.dataset}{cfg.data.res}", batch, save)
+
+
+@app.command("run")
+def run_command(
+    model: Annotated[str | None, typer.Argument(help="Model family (e.g. lfm), or use --all / --preset.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every registered family at its default presets.")] = False,
+    metrics: Annotated[str, typer.Option(help="Comma-separated: fid, flops, time, nfe.")] = "flops,time,nfe",
+    res: Annotated[str | None, typer.Option(help="Resolutions, e.g. 256,512,1024 (overrides data.res).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Preset (default: the family's celebahq<res> preset).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Trained run (needed for FID; EMA weights).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="FID protocol, e.g. fid-tf-5k-celebahq128.")] = None,
+    num_samples: Annotated[int, typer.Option(help="FID samples (seeds 0..N-1).")] = DEFAULT_FID_SAMPLES,
+    backend: BackendOpt = "tf,clean",
+    ref: Annotated[str | None, typer.Option(help="FID reference (default <dataset><res>).")] = None,
+    batch_size: BatchOpt = 64,
+    solver: Annotated[str | None, typer.Option(help="Override the sampling solver (euler, heun, dopri5).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override the number of solver steps.")] = None,
+    time_batch: Annotated[str, typer.Option(help="Timing batch sizes (1 = latency, 64 = throughput).")] = "1,64",
+    warmup: Annotated[int, typer.Option(help="Timing warm-up calls (protocol: >= 3).")] = 3,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (protocol: >= 10).")] = 10,
+    precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default: the config's).")] = None,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network calls for timing.")] = False,
+    save_features: FeatOpt = None,
+    device: DeviceOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """Measure MODEL (or --all) and write one record per measurement."""
+    from bench.metrics.measure import Context, load_target, run_flops, run_nfe, run_time, try_autoencoder
+    from bench.runtime import configure_numerics, environment
+
+    wanted = split_list(metrics, METRICS, "metric")
+    res_list = split_ints(res, "resolutions") if res else None
+    if "fid" in wanted and run_dir is None:
+        raise BenchError("FID needs trained weights: pass --run-dir with a checkpoint.")
+    targets = build_targets(model, all_, preset, res_list, run_dir)
+    dev, folder = _device(device), results_dir(out)
+    with terminate_cleanly():
+        for target in targets:
+            spec_over = {k: v for k, v in (("solver", solver), ("steps", steps)) if v is not None}
+            spec = dataclasses.replace(target.cfg.sample, **spec_over)
+            prec = precision or target.cfg.train.precision
+            numerics = configure_numerics(dev, prec)
+            ctx = Context(
+                target, load_target(target, dev), spec, dev, prec, {**environment(dev), "numerics": numerics}, folder
+            )
+            if {"fid", "time", "flops"} & set(wanted):
+                ctx.autoencoder, ctx.autoencoder_note = try_autoencoder(target.cfg, dev)
+            if "flops" in wanted:
+                run_flops(ctx)
+            if "nfe" in wanted:
+                run_nfe(ctx)
+            if "time" in wanted:
+                run_time(ctx, split_ints(time_batch, "timing batch sizes"), warmup, repeats, compile_)
+            if "fid" in wanted:
+                from bench.metrics.measure import run_fid
+
+                run_fid(ctx, fid_request(target.cfg, protocol, backend, num_samples, ref, batch_size, save_features))
+
+
+@app.command("ref-stats")
+def ref_stats_command(
+    dataset: Annotated[str, typer.Argument(help="Data set name (celebahq, imagenet, synthetic).")],
+    res: Annotated[int, typer.Option(help="Resolution in px.")],
+    backend: BackendOpt = "tf,clean",
+    batch_size: BatchOpt = 100,
+    path: Annotated[str, typer.Option(help="Data set folder (else found under the data root).")] = "",
+    save_features: FeatOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Reference statistics (.npz: mu, sigma, n, protocol, source hash) of the prepared data set, cached."""
+    from bench.metrics.fid import reference_stats
+    from bench.metrics.protocols import FID_BACKENDS
+
+    backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
+    root = os.environ.get("BENCH_DATA_ROOT", "").strip()
+    with terminate_cleanly():
+        data_root = Path(root) if root else None
+        paths = reference_stats(
+            dataset, res, backends, _device(device), batch_size, data_root, data_path=path, save_features=save_features
+        )
+    for b, p in paths.items():
+        typer.echo(f"{b}: {p}")
+
+
+def _external_record(model: str, name: str, protocol: Any, value: float, extra: dict, note: str) -> Any:
+    from bench.results import make_record
+    from bench.runtime import environment
+
+    return make_record(
+        model=model,
+        preset=name,
+        dataset=protocol["dataset"],
+        resolution=protocol["res"],
+        metric=extra.pop("metric"),
+        value=value,
+        unit="",
+        protocol=protocol,
+        environment=environment(),
+        extra=extra,
+        note=note,
+    )
+
+
+def _score_external(stats: dict, feats: dict, req: FidRequest, model: str, name: str, note: str, out: Path) -> None:
+    from bench.metrics.measure import write_fid_records
+
+    def make(metric: str, value: float, unit: str, proto: dict, extra: dict) -> Any:
+        return _external_record(model, name, proto, value, {**extra, "metric": metric}, note)
+
+    write_fid_records(stats, feats, req, make, out)
+
+
+@app.command("fid-folder")
+def fid_folder_command(
+    folder: Annotated[Path, typer.Argument(help="Folder of PNG samples (the first N by name are scored).")],
+    ref: RefOpt,
+    num_samples: Annotated[int, typer.Option(help="Samples scored.")] = DEFAULT_FID_SAMPLES,
+    backend: BackendOpt = "tf,clean",
+    batch_size: BatchOpt = 100,
+    model: ModelOpt = "external",
+    name: Annotated[str | None, typer.Option("--name", help="Record name (default: the folder's name).")] = None,
+    save_features: FeatOpt = None,
+    device: DeviceOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """FID of a folder of PNG samples against reference statistics."""
+    from bench.metrics.fid import compute_stats, folder_batches
+    from bench.metrics.protocols import FID_BACKENDS
+
+    backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
+    req = FidRequest(backends, num_samples, ref, batch_size, save_features)
+    with terminate_cleanly():
+        batches = folder_batches(folder, num_samples, batch_size)
+        stats, feats = compute_stats(batches, backends, _device(device), keep_features=save_features is not None)
+        _score_external(stats, feats, req, model, name or folder.name, f"scored from folder {folder}", results_dir(out))
+
+
+@app.command("fid-latents")
+def fid_latents_command(
+    latents: Annotated[Path, typer.Argument(help="Latents (.npy, .pt, .safetensors or a `bench sample` folder).")],
+    autoencoder: Annotated[str, typer.Option(help="Autoencoder that decodes them (registry name).")],
+    ref: RefOpt,
+    autoencoder_path: Annotated[str, typer.Option(help="Local weights folder for the autoencoder.")] = "",
+    num_samples: Annotated[int, typer.Option(help="Samples scored (the first N).")] = DEFAULT_FID_SAMPLES,
+    backend: BackendOpt = "tf,clean",
+    batch_size: BatchOpt = 64,
+    model: ModelOpt = "external",
+    name: Annotated[str | None, typer.Option("--name", help="Record name (default: the file's stem).")] = None,
+    save_features: FeatOpt = None,
+    device: DeviceOpt = None,
+    out: OutOpt = None,
+) -> None:
+    """FID of saved latents, decoded and quantised here."""
+    from bench.autoencoders import load_autoencoder
+    from bench.metrics.fid import compute_stats, latent_batches, load_latents
+    from bench.metrics.protocols import FID_BACKENDS
+
+    backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
+    dev = _device(device)
+    req = FidRequest(backends, num_samples, ref, batch_size, save_features)
+    with terminate_cleanly():
+        ae = load_autoencoder(autoencoder, device=dev, path=autoencoder_path)
+        batches = latent_batches(load_latents(latents), ae, num_samples, batch_size, dev)
+        stats, feats = compute_stats(batches, backends, dev, keep_features=save_features is not None)
+        note = f"decoded from {latents} with {autoencoder} ({ae.weights_hash})"
+        _score_external(stats, feats, req, model, name or latents.stem, note, results_dir(out))
+
+
+@app.command("fid-features")
+def fid_features_command(
+    features: Annotated[Path, typer.Argument(help="Inception features [N, 2048] (.npy) of one backend.")],
+    ref: RefOpt,
+    backend: Annotated[str, typer.Option(help="Backend that made the features: tf or clean.")] = "tf",
+    num_samples: Annotated[int | None, typer.Option(help="Rows scored (default: all).")] = None,
+    model: ModelOpt = "external",
+    name: Annotated[str | None, typer.Option("--name", help="Record name (default: the file's stem).")] = None,
+    out: OutOpt = None,
+) -> None:
+    """FID from precomputed Inception features (e.g. returned by a GPU run)."""
+    from bench.metrics.fid import FeatureStats, load_features
+    from bench.metrics.protocols import check_backend
+
+    check_backend(backend)
+    rows = load_features(features)
+    n = num_samples or len(rows)
+    if n > len(rows):
+        raise BenchError(f"Features file '{features}' holds {len(rows)} rows; {n} were asked for.")
+    req = FidRequest([backend], n, ref, n, None)
+    with terminate_cleanly():
+        stats = {backend: FeatureStats.of(rows[:n])}
+        _score_external(
+            stats, {}, req, model, name or features.stem, f"scored from features {features}", results_dir(out)
+        )
+
+
+def main() -> None:
+    """Standalone entry (`python -m bench.cli.eval`): a BenchError is one sentence on stderr and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
