@@ -16,8 +16,6 @@ def validate_run_config(cfg: RunConfig) -> tuple[int, int, int]:
 
     DATASETS.check(cfg.data.dataset)
     spec = get_spec(AUTOENCODERS.check(cfg.data.autoencoder))
-    if spec.kind != "identity":
-        resolve_weights(spec, cfg.data.autoencoder_path)  # missing weights: one sentence naming the folder
     if cfg.data.res <= 0:
         raise BenchError(f"Resolution must be positive, got {cfg.data.res}.")
     shape = latent_shape(cfg.data.autoencoder, cfg.data.res)
@@ -27,4 +25,6 @@ def validate_run_config(cfg: RunConfig) -> tuple[int, int, int]:
             build(cfg.model, shape, cfg.data.num_classes)
     except (ValueError, AssertionError) as exc:
         raise BenchError(f"Model '{cfg.family}' cannot be built at {cfg.data.res} px: {exc}.") from None
+    if spec.kind != "identity":
+        resolve_weights(spec, cfg.data.autoencoder_path)  # missing weights: one sentence naming the folder
     return shape

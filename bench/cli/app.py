@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -25,21 +24,15 @@ from bench.cli.train import train_command
 from bench.errors import BenchError
 
 
-class BenchUsageError(click.ClickException):
-    """A BenchError shown as one sentence with exit code 1 (CliRunner and the console script alike)."""
-
-    exit_code = 1
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
-
-
 class BenchGroup(TyperGroup):
-    def invoke(self, ctx: click.Context) -> object:
+    """Turns a BenchError from any command into one sentence on stderr and exit code 1 (no traceback)."""
+
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            raise BenchUsageError(str(exc)) from None
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
 
 
 app = typer.Typer(
@@ -48,6 +41,7 @@ app = typer.Typer(
     help="Reproducibility benchmark suite for multi-scale flow matching (LapFlow, LFM, Pyramidal Flow, DiT).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
 )
 
