@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from bench.cli import data as data_cli
 from bench.cli import eval as eval_cli
+from bench.cli import perf as perf_cli
 from bench.cli import report as report_cli
 from bench.cli.demo import demo_command
 from bench.cli.ls import ls_command
@@ -68,6 +69,7 @@ app.command("sample")(sample_command)
 app.command("demo")(demo_command)
 app.add_typer(data_cli.app, name="data", help="Prepare data sets (verify, resize, cache latents).")
 app.add_typer(eval_cli.app, name="eval", help="Measure FID, GFLOPs, time and NFE; write result records.")
+app.add_typer(perf_cli.app, name="perf", help="Performance: attention paths, forwards, training throughput.")
 app.add_typer(report_cli.app, name="report", help="Regenerate reports/ from results/.")
 
 

@@ -1,0 +1,94 @@
+"""`bench perf`: attention paths, network forwards and training throughput, as result records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False)
+
+ResOpt = Annotated[str, typer.Option(help="Resolutions, e.g. 256,512,1024.")]
+OutOpt = Annotated[Path | None, typer.Option(help="Results folder (default $BENCH_RESULTS_DIR or results/).")]
+TinyOpt = Annotated[bool, typer.Option("--tiny", help="Tiny backbone instead of L/2 (CPU smoke runs; not results).")]
+TINY_BACKBONE = {"size": "S", "depth": 1, "hidden": 64, "heads": 4}
+
+
+def _setup(out: Path | None) -> tuple:
+    from bench.paths import device_name, results_dir
+    from bench.runtime import resolve_device
+
+    return resolve_device(device_name()), out or results_dir() / "perf"
+
+
+def _ints(text: str) -> list[int]:
+    from bench.cli.eval import split_ints
+
+    return split_ints(text, "resolutions")
+
+
+@app.command("attention")
+def attention_command(
+    res: ResOpt = "256,512,1024",
+    batch_scale: float = 1.0,
+    warmup: int = 5,
+    repeats: int = 20,
+    out: OutOpt = None,
+    tiny: TinyOpt = False,
+) -> None:
+    """Time LapFlow's block-causal attention: dense unmasked, boolean-mask SDPA and the prefix split."""
+    from bench.perf import attention_suite
+
+    device, folder = _setup(out)
+    attention_suite(device, folder, _ints(res), warmup, repeats, batch_scale, TINY_BACKBONE if tiny else None)
+
+
+@app.command("forward")
+def forward_command(
+    res: ResOpt = "256,512,1024",
+    models: str = "lfm,lapflow,pyramidal-flow",
+    batch_scale: float = 1.0,
+    warmup: int = 3,
+    repeats: int = 10,
+    precision: str = "bf16",
+    out: OutOpt = None,
+    tiny: TinyOpt = False,
+) -> None:
+    """Time one forward with every scale active (LapFlow prefix and masked) against the single-scale DiT."""
+    from bench.cli.eval import split_list
+    from bench.perf import forward_suite
+
+    device, folder = _setup(out)
+    forward_suite(
+        device,
+        folder,
+        _ints(res),
+        split_list(models),
+        warmup,
+        repeats,
+        batch_scale,
+        precision,
+        TINY_BACKBONE if tiny else None,
+    )
+
+
+@app.command("training")
+def training_command(
+    presets: str = "lfm-celebahq256-l2,lapflow-celebahq256-l2",
+    batch: int = 64,
+    warmup: int = 10,
+    steps: int = 30,
+    compile_: Annotated[bool, typer.Option("--compile")] = False,
+    precision: str = "bf16",
+    out: OutOpt = None,
+    tiny: TinyOpt = False,
+) -> None:
+    """Training images/s and model FLOPs utilisation of THE training step."""
+    from bench.cli.eval import split_list
+    from bench.perf import training_suite
+
+    device, folder = _setup(out)
+    training_suite(
+        device, folder, split_list(presets), batch, warmup, steps, compile_, precision, TINY_BACKBONE if tiny else None
+    )

@@ -1,0 +1,284 @@
+"""Performance benchmarks (issue "Performance"): attention paths, network forwards and training throughput.
+
+Sampler and end-to-end times go through `bench eval run --metrics time`; this module adds what that protocol does
+not cover. Every measurement becomes a result record (GPU, dtype, compile flag, protocol) via bench.results.
+CPU runs work (tests) but their records say "device": "cpu" and are never reported as results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import RunConfig, resolve, to_dict
+from bench.metrics.timing import measure, synchronize
+from bench.results import make_record, write_record
+from bench.runtime import autocast, configure_numerics, environment
+
+# Dense bf16 tensor-core peak (vendor datasheets, without sparsity), for model FLOPs utilisation.
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+# The paper's resolutions with the batch sizes of the attention layouts measured in the LapFlow issue.
+LAYOUT_BATCH = {256: 64, 512: 16, 1024: 4}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def _record(
+    cfg: RunConfig, metric: str, value: float, unit: str, protocol: dict, device: torch.device, extra: dict, out: Path
+) -> Path:
+    rec = make_record(
+        model=cfg.family,
+        preset=cfg.preset or cfg.run_name,
+        dataset=cfg.data.dataset,
+        resolution=cfg.data.res,
+        metric=metric,
+        value=value,
+        unit=unit,
+        protocol=protocol,
+        sampling={},
+        config=to_dict(cfg),
+        seeds={},
+        environment=environment(device),
+        extra=extra,
+    )
+    path = write_record(rec, out)
+    print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {value:.6g} {unit}")
+    return path
+
+
+def _device_token(device: torch.device) -> str:
+    return "" if device.type == "cuda" else f"-{device.type}"
+
+
+def _build(
+    preset: str, res: int, device: torch.device, backbone: dict | None = None, **model_overrides: Any
+) -> tuple[RunConfig, Any]:
+    """The preset's model at `res` (random init); `backbone` shrinks it for CPU tests."""
+    from bench.autoencoders import latent_shape
+    from bench.registry import MODELS
+
+    model_overrides = {**model_overrides, **({"backbone": backbone} if backbone else {})}
+    cfg = resolve(preset=preset, overrides=[{"data": {"res": res}, "model": model_overrides}])
+    torch.manual_seed(0)
+    model = MODELS.load(cfg.family)(cfg.model, latent_shape(cfg.data.autoencoder, res), cfg.data.num_classes)
+    return cfg, model.to(device)
+
+
+def attention_suite(
+    device: torch.device,
+    out: Path,
+    resolutions: list[int],
+    warmup: int = 5,
+    repeats: int = 20,
+    batch_scale: float = 1.0,
+    backbone: dict | None = None,
+) -> None:
+    """Block-causal attention of LapFlow's token layouts: dense (no mask), boolean-mask SDPA and the prefix split."""
+    from models.lapflow.attention import masked_attention, prefix_attention
+
+    for res in resolutions:
+        cfg, model = _build(f"lapflow-celebahq{res}-l2", res, torch.device("meta"), backbone)
+        _, hidden, heads = cfg.model.backbone.dims()
+        head_dim = hidden // heads
+        lengths = [e.tokens for e in reversed(model.net.experts)]  # coarsest first
+        batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
+        g = torch.Generator(device=device).manual_seed(0)
+        qkv = [
+            [torch.randn(batch, heads, n, head_dim, device=device, dtype=torch.bfloat16, generator=g) for n in lengths]
+            for _ in range(3)
+        ]
+        variants: dict[str, Callable[[], Any]] = {
+            "dense-unmasked": lambda q=qkv: F.scaled_dot_product_attention(*(torch.cat(t, 2) for t in q)),
+            "bool-mask": lambda q=qkv: masked_attention(*q, mode="causal"),
+            "prefix-split": lambda q=qkv: prefix_attention(*q, mode="causal"),
+        }
+        times = {}
+        with torch.inference_mode():
+            err = (torch.cat(masked_attention(*qkv), 2) - torch.cat(prefix_attention(*qkv), 2)).abs().max().item()
+            for name, fn in variants.items():
+                times[name] = measure(lambda: None, lambda _s, f=fn: f(), device, warmup, repeats)
+        for name, stats in times.items():
+            protocol = {
+                "name": f"attn-b{batch}-bf16{_device_token(device)}",
+                "batch": batch,
+                "dtype": "bfloat16",
+                "heads": heads,
+                "head_dim": head_dim,
+                "tokens_per_scale": lengths,
+                "warmup": warmup,
+                "repeats": repeats,
+                "variant": name,
+                "reportable": device.type == "cuda",
+            }
+            extra = {
+                "p10": stats.p10,
+                "p90": stats.p90,
+                "relative_to_dense": stats.median / times["dense-unmasked"].median,
+                "max_abs_diff_prefix_vs_mask": err,
+            }
+            _record(cfg, f"time_attention_{name}", stats.median, "s", protocol, device, extra, out)
+
+
+def forward_suite(
+    device: torch.device,
+    out: Path,
+    resolutions: list[int],
+    families: list[str],
+    warmup: int = 3,
+    repeats: int = 10,
+    batch_scale: float = 1.0,
+    precision: str = "bf16",
+    backbone: dict | None = None,
+) -> None:
+    """One network forward with every scale active (LapFlow: prefix and masked attention) vs LFM's DiT."""
+    variants = [(f, {}) for f in families if f != "lapflow"]
+    if "lapflow" in families:
+        variants += [("lapflow", {"attention": "prefix"}), ("lapflow", {"attention": "masked"})]
+    for res in resolutions:
+        batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
+        for family, overrides in variants:
+            cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone, **overrides)
+            solver = "euler" if cfg.sample.solver == "dopri5" else cfg.sample.solver
+            calls = model.flop_trace(dataclasses.replace(cfg.sample, solver=solver, steps=24, stage_steps=None))
+            call = max(calls, key=lambda c: c.tokens)  # all scales / the final stage
+            inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() if torch.is_tensor(x) else x for x in call.inputs)
+            model.eval()
+
+            def run(_s: Any, m: Any = call.module, a: tuple = inputs) -> Any:
+                with torch.inference_mode(), autocast(device, precision):
+                    return m(*a)
+
+            stats = measure(lambda: None, run, device, warmup, repeats)
+            variant = overrides.get("attention", "dense")
+            protocol = {
+                "name": f"forward-b{batch}-{precision}{_device_token(device)}",
+                "batch": batch,
+                "precision": precision,
+                "tokens": call.tokens,
+                "attention": variant,
+                "warmup": warmup,
+                "repeats": repeats,
+                "reportable": device.type == "cuda",
+            }
+            _record(
+                cfg,
+                f"time_forward_{variant}",
+                stats.median,
+                "s",
+                protocol,
+                device,
+                {"p10": stats.p10, "p90": stats.p90, "call": call.name},
+                out,
+            )
+            del model
+
+
+def training_suite(
+    device: torch.device,
+    out: Path,
+    presets: list[str],
+    batch: int = 64,
+    warmup: int = 10,
+    steps: int = 30,
+    compile_: bool = False,
+    precision: str = "bf16",
+    backbone: dict | None = None,
+) -> dict[str, list[float]]:
+    """Images/s of THE training step (forward, backward, AdamW, EMA) on random latents, with MFU from fvcore counts.
+
+    Returns the per-step losses so that compiled and eager runs can be compared under the same seeds.
+    """
+    numerics = configure_numerics(device, precision)
+    losses = {}
+    for preset in presets:
+        cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
+        elapsed, losses[preset] = _timed_training(model, cfg, device, batch, warmup, steps, compile_, precision)
+        images_per_s = batch * steps / elapsed
+        train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
+        achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
+        peak = peak_tflops(device)
+        name = f"train-b{batch}-{precision}{'-compile' if compile_ else ''}{_device_token(device)}"
+        protocol = {
+            "name": name,
+            "batch": batch,
+            "precision": precision,
+            "compile": compile_,
+            "warmup_steps": warmup,
+            "timed_steps": steps,
+            "optimizer": "AdamW (fused on CUDA)",
+            "data": "random latents copied from host each step",
+            "reportable": device.type == "cuda",
+        }
+        extra = {
+            "step_s": elapsed / steps,
+            "tflops_achieved": achieved,
+            "peak_tflops_bf16": peak,
+            "mfu": achieved / peak if peak else None,
+            "train_gmacs_per_image": train_gmacs,
+            "numerics": numerics,
+            "losses": losses[preset],
+        }
+        _record(cfg, "train_throughput", images_per_s, "images/s", protocol, device, extra, out)
+    return losses
+
+
+def _timed_training(
+    model: Any,
+    cfg: RunConfig,
+    device: torch.device,
+    batch: int,
+    warmup: int,
+    steps: int,
+    compile_: bool,
+    precision: str,
+) -> tuple[float, list[float]]:
+    """Seconds for `steps` training steps after `warmup` untimed ones, and every step's loss."""
+    import copy
+
+    from bench.train import LossModule, update_ema
+
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
+    )
+    step_fn: Any = torch.compile(LossModule(model)) if compile_ else LossModule(model)
+    data = torch.randn(steps + warmup, batch, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    seen = []
+    start = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        x = data[i].to(device, non_blocking=True)
+        with autocast(device, precision):
+            loss = step_fn(x, None).float().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        update_ema(ema, model, cfg.train.ema_decay)
+        seen.append(loss.detach())
+    synchronize(device)
+    return time.perf_counter() - start, [float(v) for v in seen]
+
+
+def _mean_forward_gflops(model: Any, cfg: RunConfig) -> float:
+    """Multiply-adds (G) of one training forward per image: the mean over the distinct network calls, since every
+    multi-scale family trains its stages/scale sets with equal probability (LapFlow, Pyramidal Flow)."""
+    from bench.metrics.flops import count_flops
+
+    solver = "euler" if cfg.sample.solver == "dopri5" else cfg.sample.solver  # fixed steps: call counts are known
+    spec = dataclasses.replace(cfg.sample, solver=solver, steps=24, stage_steps=None)  # 24: divisible by 2, 3, 4
+    calls = model.flop_trace(spec)
+    return sum(count_flops(c.module, c.inputs) for c in calls) / len(calls)
