@@ -109,6 +109,32 @@ def load_autoencoder(
     return Autoencoder(spec, inner, weights_hash(folder)).to(device)
 
 
+# The SD VAE architecture (stabilityai/sd-vae-ft-mse config.json; EQ-VAE fine-tunes the same network).
+SD_VAE_ARCHITECTURE = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32,
+    "block_out_channels": (128, 256, 512, 512), "act_fn": "silu", "sample_size": 256,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+}  # fmt: skip
+
+
+def random_init_autoencoder(name: str, device: torch.device | str = "cpu") -> Autoencoder:
+    """The autoencoder's architecture with random weights: valid for cost (GFLOPs, time), never for quality.
+
+    Lets GPU timings include decoding where the pretrained weights cannot be brought (e.g. SD-VAE offline).
+    """
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    spec = get_spec(name)
+    if spec.kind == "identity":
+        return load_autoencoder(name, device)
+    torch.manual_seed(0)
+    if spec.kind == "tiny":
+        inner = AutoencoderTiny(latent_channels=spec.channels)
+    else:
+        inner = AutoencoderKL(**SD_VAE_ARCHITECTURE)
+    return Autoencoder(spec, inner, "random-init").to(device)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # weights
 
