@@ -134,7 +134,14 @@ def build_targets(
                 targets.append(Target(cfg.family, cfg, None))
         else:
             for r in res or [DEFAULT_RES]:
-                targets.append(Target(family, resolve(family, default_preset(family, r)), None))
+                try:
+                    name = default_preset(family, r)
+                except BenchError as exc:
+                    if not all_:
+                        raise
+                    typer.echo(f"skipping {family} at {r} px: {exc}", err=True)
+                    continue
+                targets.append(Target(family, resolve(family, name), None))
     return targets
 
 
