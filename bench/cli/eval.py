@@ -185,7 +185,7 @@ def run_command(
     out: OutOpt = None,
 ) -> None:
     """Measure MODEL (or --all) and write one record per measurement."""
-    from bench.metrics.measure import Context, load_target, run_flops, run_nfe, run_time, try_autoencoder
+    from bench.metrics.measure import Context, cost_autoencoder, load_target, run_flops, run_nfe, run_time
     from bench.runtime import configure_numerics, environment
 
     wanted = split_list(metrics, METRICS, "metric")
@@ -203,8 +203,8 @@ def run_command(
             ctx = Context(
                 target, load_target(target, dev), spec, dev, prec, {**environment(dev), "numerics": numerics}, folder
             )
-            if {"fid", "time", "flops"} & set(wanted):
-                ctx.autoencoder, ctx.autoencoder_note = try_autoencoder(target.cfg, dev)
+            if {"time", "flops"} & set(wanted):
+                ctx.autoencoder, ctx.autoencoder_note = cost_autoencoder(target.cfg, dev)
             if "flops" in wanted:
                 run_flops(ctx)
             if "nfe" in wanted:

@@ -41,7 +41,7 @@ class Context:
     environment: dict
     out: Path
     autoencoder: Any = None
-    autoencoder_note: str = ""  # why there is no autoencoder
+    autoencoder_note: str = ""  # why it is absent, or that it is at random init
 
     @property
     def weights(self) -> str:
@@ -101,14 +101,20 @@ def load_target(target: Target, device: Any) -> Any:
     return model.to(device).eval()
 
 
-def try_autoencoder(cfg: Any, device: Any) -> tuple[Any, str]:
-    """(autoencoder, "") or (None, why not): weights may be absent on this machine."""
-    from bench.autoencoders import load_autoencoder
+def cost_autoencoder(cfg: Any, device: Any) -> tuple[Any, str]:
+    """(autoencoder, note) for GFLOPs and time: the pretrained one, else its architecture at random init (valid for
+    cost, never for quality), else (None, why not)."""
+    from bench.autoencoders import load_autoencoder, random_init_autoencoder
 
     try:
         return load_autoencoder(cfg.data.autoencoder, device=device, path=cfg.data.autoencoder_path), ""
     except BenchError as exc:
-        return None, str(exc)
+        missing = str(exc)
+    try:
+        ae = random_init_autoencoder(cfg.data.autoencoder, device)
+    except (BenchError, ImportError, OSError) as exc:
+        return None, f"{missing} ({exc})"
+    return ae, f"Decoder '{cfg.data.autoencoder}' at random init (pretrained weights absent): valid for cost only."
 
 
 def sample_once(ctx: Context) -> Any:
@@ -170,7 +176,7 @@ def run_time(ctx: Context, batches: list[int], warmup: int, repeats: int, compil
                     why = "An adaptive solver at random init has no meaningful NFE; pass --run-dir or --solver/--steps."
                 emit(ctx.record(tp.metric, None, "s", protocol, note=why), ctx.out)
                 continue
-            result = time_sampling(ctx.model, ctx.spec, tp, ctx.autoencoder)
+            result = time_sampling(ctx.model, ctx.spec, tp, ctx.autoencoder if mode == "e2e" else None)
             s = result.stats
             extra = {"p10": s.p10, "p90": s.p90, "mean": s.mean, "times": s.times, "batch": batch,
                      "images_per_s": result.images_per_second}  # fmt: skip
@@ -201,13 +207,14 @@ class FidRequest:
 
 def run_fid(ctx: Context, req: FidRequest) -> None:
     """FID of seeds 0..N-1 streamed from the model (no images on disk), one record per backend."""
+    from bench.autoencoders import load_autoencoder
     from bench.metrics.fid import compute_stats, model_batches
 
-    if ctx.autoencoder is None:
-        raise BenchError(f"FID needs the autoencoder to decode samples: {ctx.autoencoder_note}")
+    cfg = ctx.target.cfg
+    decoder = load_autoencoder(cfg.data.autoencoder, device=ctx.device, path=cfg.data.autoencoder_path)
     nfe: list[int] = []
     seeds = list(range(req.num_samples))
-    batches = model_batches(ctx.model, seeds, ctx.spec, ctx.autoencoder, req.batch_size, ctx.precision, nfe)
+    batches = model_batches(ctx.model, seeds, ctx.spec, decoder, req.batch_size, ctx.precision, nfe)
     keep = req.save_features is not None
     stats, feats = compute_stats(batches, req.backends, ctx.device, keep_features=keep, progress=True)
     fields = {"sampling": {"nfe": sum(nfe) / len(nfe)}, "seeds": {"start": 0, "count": req.num_samples}}
