@@ -71,7 +71,8 @@ def _build(
     model_overrides = {**model_overrides, **({"backbone": backbone} if backbone else {})}
     cfg = resolve(preset=preset, overrides=[{"data": {"res": res}, "model": model_overrides}])
     torch.manual_seed(0)
-    model = MODELS.load(cfg.family)(cfg.model, latent_shape(cfg.data.autoencoder, res), cfg.data.num_classes)
+    with torch.device(device):  # initialise on the target device: paper-size models build in seconds on a GPU
+        model = MODELS.load(cfg.family)(cfg.model, latent_shape(cfg.data.autoencoder, res), cfg.data.num_classes)
     return cfg, model.to(device)
 
 
