@@ -93,7 +93,12 @@ def git_state() -> dict[str, object]:
             != ""
         )
     except (OSError, subprocess.SubprocessError):
-        return {"commit": os.environ.get("BENCH_GIT_COMMIT", "unknown"), "dirty": None}
+        # A copy of the tree without .git (e.g. a lent GPU machine): the launcher passes the state along.
+        dirty = os.environ.get("BENCH_GIT_DIRTY")
+        return {
+            "commit": os.environ.get("BENCH_GIT_COMMIT", "unknown"),
+            "dirty": None if dirty is None else dirty == "1",
+        }
     return {"commit": commit, "dirty": dirty}
 
 
