@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from bench.errors import BenchError
-from bench.metrics import fid, inception
+from bench.metrics import fid, fid_sources, inception
 from bench.metrics.protocols import FIDProtocol, parse_fid_protocol
 from tests.conftest import requires_shared_data
 
@@ -203,10 +203,10 @@ def test_folder_source_reads_pngs_in_name_order(tmp_path: Path) -> None:
     arrays = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     for i, a in enumerate(arrays):
         Image.fromarray(a).save(tmp_path / f"{i:06d}.png")
-    got = torch.cat(list(fid.folder_batches(tmp_path, 3, 2)))
+    got = torch.cat(list(fid_sources.folder_batches(tmp_path, 3, 2)))
     assert torch.equal(got, torch.from_numpy(arrays))
     with pytest.raises(BenchError, match="holds 3 PNG files"):
-        list(fid.folder_batches(tmp_path, 4, 2))
+        list(fid_sources.folder_batches(tmp_path, 4, 2))
 
 
 def test_latents_folder_is_ordered_by_seed(tmp_path: Path) -> None:
@@ -215,22 +215,22 @@ def test_latents_folder_is_ordered_by_seed(tmp_path: Path) -> None:
     z = torch.randn(4, 3, 4, 4)
     save_file({"latents": z[2:], "seeds": torch.tensor([2, 3])}, str(tmp_path / "latents-000002-000003.safetensors"))
     save_file({"latents": z[:2], "seeds": torch.tensor([0, 1])}, str(tmp_path / "latents-000000-000001.safetensors"))
-    assert torch.equal(fid.load_latents(tmp_path), z)
+    assert torch.equal(fid_sources.load_latents(tmp_path), z)
 
     class Identity:
         def decode(self, x: torch.Tensor) -> torch.Tensor:
             return x
 
-    images = torch.cat(list(fid.latent_batches(z.clamp(-1, 1), Identity(), 4, 3, torch.device("cpu"))))
+    images = torch.cat(list(fid_sources.latent_batches(z.clamp(-1, 1), Identity(), 4, 3, torch.device("cpu"))))
     assert images.dtype == torch.uint8 and images.shape == (4, 4, 4, 3)
     with pytest.raises(BenchError, match="protocol needs 5"):
-        list(fid.latent_batches(z, Identity(), 5, 3, torch.device("cpu")))
+        list(fid_sources.latent_batches(z, Identity(), 5, 3, torch.device("cpu")))
 
 
 def test_features_file_shape_is_checked(tmp_path: Path) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((4, 10), np.float32))
     with pytest.raises(BenchError, match=r"\[N, 2048\]"):
-        fid.load_features(tmp_path / "bad.npy")
+        fid_sources.load_features(tmp_path / "bad.npy")
 
 
 @pytest.mark.slow

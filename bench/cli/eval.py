@@ -284,7 +284,8 @@ def fid_folder_command(
     out: OutOpt = None,
 ) -> None:
     """FID of a folder of PNG samples against reference statistics."""
-    from bench.metrics.fid import compute_stats, folder_batches
+    from bench.metrics.fid import compute_stats
+    from bench.metrics.fid_sources import folder_batches
     from bench.metrics.protocols import FID_BACKENDS
 
     backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
@@ -312,7 +313,8 @@ def fid_latents_command(
 ) -> None:
     """FID of saved latents, decoded and quantised here."""
     from bench.autoencoders import load_autoencoder
-    from bench.metrics.fid import compute_stats, latent_batches, load_latents
+    from bench.metrics.fid import compute_stats
+    from bench.metrics.fid_sources import latent_batches, load_latents
     from bench.metrics.protocols import FID_BACKENDS
 
     backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
@@ -337,7 +339,8 @@ def fid_features_command(
     out: OutOpt = None,
 ) -> None:
     """FID from precomputed Inception features (e.g. returned by a GPU run)."""
-    from bench.metrics.fid import FeatureStats, load_features
+    from bench.metrics.fid import FeatureStats
+    from bench.metrics.fid_sources import load_features
     from bench.metrics.protocols import check_backend
 
     check_backend(backend)

@@ -208,7 +208,8 @@ class FidRequest:
 def run_fid(ctx: Context, req: FidRequest) -> None:
     """FID of seeds 0..N-1 streamed from the model (no images on disk), one record per backend."""
     from bench.autoencoders import load_autoencoder
-    from bench.metrics.fid import compute_stats, model_batches
+    from bench.metrics.fid import compute_stats
+    from bench.metrics.fid_sources import model_batches
 
     cfg = ctx.target.cfg
     decoder = load_autoencoder(cfg.data.autoencoder, device=ctx.device, path=cfg.data.autoencoder_path)
