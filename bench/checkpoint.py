@@ -30,6 +30,7 @@ class TrainState:
     step: int = 0
     images_seen: int = 0
     nonfinite_skipped: int = 0
+    train_seconds: float = 0.0  # wall-clock seconds spent in training steps (train.max_seconds budget)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[Path]:
@@ -93,6 +94,7 @@ def save_checkpoint(
         "step": state.step,
         "images_seen": state.images_seen,
         "nonfinite_skipped": state.nonfinite_skipped,
+        "train_seconds": state.train_seconds,
         "config": to_dict(cfg),
         "rng": rng_states,
     }
@@ -121,7 +123,9 @@ def load_checkpoint(
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     meta = json.loads((path / "state.json").read_text())
-    state = TrainState(meta["step"], meta["images_seen"], meta.get("nonfinite_skipped", 0))
+    state = TrainState(
+        meta["step"], meta["images_seen"], meta.get("nonfinite_skipped", 0), meta.get("train_seconds", 0.0)
+    )
     return state, meta.get("rng", [])
 
 

@@ -52,8 +52,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1_000  # images between stats.jsonl rows
     sample_every: int = 100_000  # images between sample grids; 0 = only at the end
-    grid_size: int = 16  # samples in a grid
+    grid_size: int = 16  # samples in a grid; 0 = no grids
     max_nonfinite: int = 20  # non-finite steps skipped before training stops with an error
+    max_seconds: float = 0.0  # > 0: also stop after this many seconds of training steps (summed over resumes)
 
 
 @dataclass(frozen=True)

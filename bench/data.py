@@ -1,6 +1,7 @@
 """Data sets for training and evaluation: preparation (verify, crop, cache) and the in-memory training set.
 
-Sources and their layouts are described in bench.datasets.sources, the cache layout in bench.datasets.cache.
+Sources and their layouts are described in bench.datasets.sources, the cache layout in bench.datasets.cache; a
+carried latents file (`data.path=<file>.safetensors`, bench.datasets.carried) stands in for a data folder.
 Pixel values map to [-1, 1] as x = u / 127.5 - 1, the inverse of the harness's quantisation floor(127.5 x + 128).
 """
 
@@ -16,6 +17,7 @@ from torch import Tensor
 from bench.autoencoders import get_spec, latent_shape, load_autoencoder, resolve_weights
 from bench.config import DataConfig
 from bench.datasets.cache import META, encode_images, prepare_images, prepare_latents, read_json
+from bench.datasets.carried import is_carried, load_carried
 from bench.datasets.sources import ClassFolderSource, FolderSource, Source, SyntheticSource, resolve_data_path
 from bench.errors import BenchError
 
@@ -144,6 +146,8 @@ def load_training_data(
 ) -> LatentDataset:
     """The training set on `device`; prepares images and (cfg.latent_cache) caches latents when needed."""
     device = torch.device(device)
+    if is_carried(cfg.path):  # data.path names a carried latents file (bench.datasets.carried): no images needed
+        return load_carried(cfg, Path(cfg.path), device)
     spec = get_spec(cfg.autoencoder)
     latent_shape(cfg.autoencoder, cfg.res)
     folder, meta, marker = _prepare(cfg, data_root, cache_dir, False, cfg.latent_cache, device, progress)

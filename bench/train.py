@@ -36,7 +36,15 @@ from bench.interface import GenerativeModel
 from bench.runtime import autocast, configure_numerics
 
 # Fields that may change between a run and its resumption (length, cadence); anything else must match.
-RESUMABLE_FIELDS = {"total_images", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every", "grid_size"}
+RESUMABLE_FIELDS = {
+    "total_images",
+    "max_seconds",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "log_every",
+    "sample_every",
+    "grid_size",
+}
 
 
 @dataclass
@@ -179,8 +187,9 @@ def train(
 
     logger = _Logger(run_dir, cfg, dist_info, state, progress, numerics)
     last_loss = float("nan")
+    clock = _Budget(t.max_seconds, state, device)
     with _StopFlag() as stop:
-        while state.images_seen < t.total_images and not stop.stop:
+        while state.images_seen < t.total_images and not stop.stop and not clock.spent():
             idx, flips = batch_indices(cfg.seed, state.step, t.batch_size, len(data))
             lr = lr_at(cfg, state.images_seen)
             for group in optimizer.param_groups:
@@ -212,16 +221,43 @@ def train(
             state.step += 1
             state.images_seen += t.batch_size
             last_loss = float(all_reduce_mean(loss_sum))
+            clock.tick()
             logger.step(last_loss, float(grad_norm), lr, finite)
             if _crossed(state.images_seen, t.batch_size, t.checkpoint_every):
                 _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
-            if dist_info.is_main and t.sample_every and _crossed(state.images_seen, t.batch_size, t.sample_every):
+            if (
+                dist_info.is_main
+                and t.sample_every
+                and t.grid_size
+                and _crossed(state.images_seen, t.batch_size, t.sample_every)
+            ):
                 write_grid(ema, cfg, run_dir, state.images_seen, device)
     _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
-    if dist_info.is_main and not stop.stop:
+    if dist_info.is_main and not stop.stop and t.grid_size:
         write_grid(ema, cfg, run_dir, state.images_seen, device)
     logger.close()
     return TrainResult(run_dir, state, stop.stop, last_loss)
+
+
+class _Budget:
+    """train.max_seconds: wall-clock seconds of the training loop, summed over resumes (TrainState.train_seconds).
+
+    Every step synchronises with the device (its loss is read back), so this clock measures device time; checkpoints
+    or grids written inside the loop count too. Under DDP the ranks stop together, once any rank has spent it.
+    """
+
+    def __init__(self, max_seconds: float, state: TrainState, device: torch.device) -> None:
+        self.max_seconds, self.state, self.device = max_seconds, state, device
+        self.base, self.start = state.train_seconds, time.perf_counter()
+
+    def tick(self) -> None:
+        self.state.train_seconds = self.base + time.perf_counter() - self.start
+
+    def spent(self) -> bool:
+        if self.max_seconds <= 0:
+            return False
+        over = torch.tensor(float(self.state.train_seconds >= self.max_seconds), device=self.device)
+        return bool(all_reduce_mean(over) > 0)
 
 
 def _crossed(images: int, batch: int, every: int) -> bool:

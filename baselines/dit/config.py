@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines.lfm.config import TINY_BACKBONE, TINY_TRAIN
+from baselines.lfm.config import MINI_BACKBONE, MINI_DATA, MINI_STEPS, MINI_TRAIN, TINY_BACKBONE, TINY_TRAIN
 from models.sizes import BackboneConfig
 
 GUIDE_ALL_CHANNELS = 0  # guidance_channels value: CFG on every latent channel (the standard form)
@@ -50,6 +50,13 @@ PRESETS: dict[str, dict] = {
         "data": {"dataset": "celebahq", "res": 256, "autoencoder": "sd-vae-ft-mse"},
         "train": {"batch_size": 32, "lr": 1e-4, "weight_decay": 0.0, "ema_decay": 0.9999, "lr_schedule": "constant"},
         "sample": {"solver": "ddpm", "steps": 250},
+    },
+    # Mini benchmark (as lfm-celebahq128-mini) with DiT's learning rate; DDPM respaced to the same 50 steps.
+    "dit-celebahq128-mini": {
+        "model": {"backbone": dict(MINI_BACKBONE)},
+        "data": dict(MINI_DATA),
+        "train": {**MINI_TRAIN, "lr": 1e-4},
+        "sample": {"solver": "ddpm", "steps": MINI_STEPS},
     },
     # CPU demo/tests: pixel space, 32 px, 64 tokens, 25 respaced DDPM steps.
     "dit-tiny": {

@@ -47,12 +47,35 @@ TINY_TRAIN = {
     "grid_size": 16,
 }
 
+# Mini benchmark (`bench reproduce mini-*`, README): CelebA-HQ 5k at 128 px in TAESD latents (4x16x16), DiT-B/2
+# (64 tokens), the same GPU-time budget for every family (train.max_seconds, set per run), 50 sampling steps.
+MINI_DATA = {"dataset": "celebahq", "res": 128, "autoencoder": "taesd"}
+MINI_BACKBONE = {"size": "B", "patch": 2}
+MINI_STEPS = 50  # NFE of every family's mini sampler (flows: Euler steps; DiT: respaced DDPM steps)
+MINI_TRAIN = {
+    "total_images": 1_000_000_000,  # not the limit: train.max_seconds is
+    "max_seconds": 60.0,
+    "batch_size": 256,
+    "lr": 2e-4,
+    "ema_decay": 0.999,  # a run of ~10^3 steps: 0.9999 would still weigh the initial weights heavily
+    "checkpoint_every": 0,  # one checkpoint, at the end
+    "log_every": 256 * 50,
+    "sample_every": 0,
+    "grid_size": 16,
+}
+
 PRESETS: dict[str, dict] = {
     "lfm-celebahq256-l2": _celebahq(256),
     "lfm-celebahq512-l2": _celebahq(512),
     "lfm-celebahq1024-l2": _celebahq(1024),
     "lfm-imagenet256-xl2": _imagenet("XL"),
     "lfm-imagenet256-b2": _imagenet("B"),
+    "lfm-celebahq128-mini": {
+        "model": {"backbone": dict(MINI_BACKBONE)},
+        "data": dict(MINI_DATA),
+        "train": dict(MINI_TRAIN),
+        "sample": {"solver": "euler", "steps": MINI_STEPS},
+    },
     # CPU demo/tests: pixel space, 32 px, 64 tokens.
     "lfm-tiny": {
         "model": {"backbone": TINY_BACKBONE},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines.lfm.config import TINY_BACKBONE, TINY_TRAIN
+from baselines.lfm.config import MINI_BACKBONE, MINI_DATA, MINI_STEPS, MINI_TRAIN, TINY_BACKBONE, TINY_TRAIN
 from models.sizes import BackboneConfig
 
 UPSTREAM_GAMMA = 1 / 3  # Pyramid-Flow scheduler_gamma: block-noise correlation -1/3
@@ -58,6 +58,13 @@ PRESETS: dict[str, dict] = {
     "pyramidal-flow-celebahq1024-l2": _celebahq(1024),
     "pyramidal-flow-imagenet256-xl2": _imagenet("XL"),
     "pyramidal-flow-imagenet256-b2": _imagenet("B"),
+    # Mini benchmark (as lfm-celebahq128-mini): two stages of 16 and 64 tokens, Euler 25 + 25 steps.
+    "pyramidal-flow-celebahq128-mini": {
+        "model": {"backbone": dict(MINI_BACKBONE), "stages": 2},
+        "data": dict(MINI_DATA),
+        "train": dict(MINI_TRAIN),
+        "sample": {"solver": "euler", "steps": MINI_STEPS},
+    },
     # CPU demo/tests: pixel space, 32 px, two stages of 16 and 64 tokens.
     "pyramidal-flow-tiny": {
         "model": {"backbone": TINY_BACKBONE, "stages": 2},

@@ -18,6 +18,7 @@ from bench.cli import data as data_cli
 from bench.cli import eval as eval_cli
 from bench.cli import perf as perf_cli
 from bench.cli import report as report_cli
+from bench.cli import reproduce as reproduce_cli
 from bench.cli.demo import demo_command
 from bench.cli.ls import ls_command
 from bench.cli.sample import sample_command
@@ -71,6 +72,7 @@ app.add_typer(data_cli.app, name="data", help="Prepare data sets (verify, resize
 app.add_typer(eval_cli.app, name="eval", help="Measure FID, GFLOPs, time and NFE; write result records.")
 app.add_typer(perf_cli.app, name="perf", help="Performance: attention paths, forwards, training throughput.")
 app.add_typer(report_cli.app, name="report", help="Regenerate reports/ from results/.")
+app.add_typer(reproduce_cli.app, name="reproduce", help="Reproduce results end to end (mini benchmark on one GPU).")
 
 
 def main() -> None:

@@ -64,6 +64,10 @@ PRESETS: dict[str, dict] = {
     "lapflow-celebahq1024-l2": _from_lfm("lfm-celebahq1024-l2", {"num_scales": 3}),
     "lapflow-imagenet256-xl2": _from_lfm("lfm-imagenet256-xl2", {"num_scales": 2}),
     "lapflow-imagenet256-b2": _from_lfm("lfm-imagenet256-b2", {"num_scales": 2}),
+    # Mini benchmark: LFM's mini preset with 2 scales (64 fine + 16 coarse tokens); the mask ablations beside it.
+    "lapflow-celebahq128-mini": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2}),
+    "lapflow-celebahq128-mini-mask-none": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "mask": "none"}),
+    "lapflow-celebahq128-mini-mask-self": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "mask": "self"}),
     # CPU demo/tests: pixel space, 32 px; 64 fine + 16 coarse tokens.
     "lapflow-tiny": {
         "model": {"backbone": dict(TINY_BACKBONE), "num_scales": 2},

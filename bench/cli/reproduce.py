@@ -1,0 +1,138 @@
+"""`bench reproduce`: the mini benchmark on one GPU as three commands (README "Mini benchmark on one GPU").
+
+  bench reproduce mini-prepare                      CPU: carried latents + TAESD weights, FID reference statistics
+  bench reproduce mini-run --out DIR                GPU: each model trains for the same time budget, then samples
+  bench reproduce mini-score DIR                    CPU: decode, FID (torch-fidelity, clean-fid), result records
+
+Imports stay lazy: `bench --help` must not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from bench.errors import BenchError
+from bench.reproduce.mini import DEFAULT_MODELS
+
+if TYPE_CHECKING:
+    import torch
+
+app = typer.Typer(no_args_is_help=True, help="Reproduce results end to end (the mini benchmark on one GPU).")
+
+DEFAULT_CARRY = Path(".carry/mini")
+DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (else $BENCH_DEVICE).")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="FID backends: tf (torch-fidelity), clean (clean-fid).")]
+
+
+def _device(name: str | None) -> torch.device:
+    from bench.paths import device_name
+    from bench.runtime import resolve_device
+
+    return resolve_device(name or device_name())
+
+
+def _backends(text: str) -> list[str]:
+    from bench.cli.eval import split_list
+    from bench.metrics.protocols import FID_BACKENDS
+
+    return split_list(text, tuple(FID_BACKENDS), "FID backend")
+
+
+@app.command("mini-prepare")
+def mini_prepare_command(
+    out: Annotated[Path, typer.Option(help="Carry folder (git-ignored; carry it to the GPU).")] = DEFAULT_CARRY,
+    dataset: Annotated[str, typer.Option(help="Data set (under the data root).")] = "celebahq",
+    res: Annotated[int, typer.Option(help="Resolution in px (128: 16x16x4 TAESD latents).")] = 128,
+    autoencoder: Annotated[str, typer.Option(help="Autoencoder of the latents.")] = "taesd",
+    path: Annotated[str, typer.Option(help="Data set folder (else found under the data root).")] = "",
+    ref_stats: Annotated[bool, typer.Option("--ref-stats/--no-ref-stats", help="Cache FID reference stats.")] = True,
+    backend: BackendOpt = "tf,clean",
+    batch_size: Annotated[int, typer.Option(help="Images per Inception batch.")] = 100,
+    device: DeviceOpt = None,
+) -> None:
+    """Prepare the carry folder (latents with mirrored copies, autoencoder weights) and the reference statistics."""
+    from bench.cli.eval import terminate_cleanly
+    from bench.config import DataConfig
+    from bench.registry import AUTOENCODERS, DATASETS
+    from bench.reproduce.prepare import prepare_mini
+
+    cfg = DataConfig(dataset=DATASETS.check(dataset), res=res, autoencoder=AUTOENCODERS.check(autoencoder), path=path)
+    if cfg.autoencoder == "pixel":
+        raise BenchError("The mini benchmark carries latents; choose a latent autoencoder such as taesd.")
+    with terminate_cleanly():
+        manifest = prepare_mini(out, cfg, _backends(backend), _device(device), batch_size, ref_stats)
+    typer.echo(
+        f"Carry folder {out}: {manifest['count']} images of {dataset} at {res} px as {autoencoder} latents "
+        f"({manifest['bytes'] / 2**20:.1f} MiB); reference statistics: {', '.join(manifest['ref_stats']) or 'none'}."
+    )
+
+
+@app.command("mini-run")
+def mini_run_command(
+    out: Annotated[Path, typer.Option(help="Folder for what comes back (latents, mini-run.json, grid.png).")],
+    carry: Annotated[Path, typer.Option(help="Carry folder written by mini-prepare.")] = DEFAULT_CARRY,
+    models: Annotated[str, typer.Option(help="Comma-separated models or presets (see README).")] = DEFAULT_MODELS,
+    budget_s: Annotated[float, typer.Option(help="Training seconds of device time per model.")] = 60.0,
+    num_samples: Annotated[int, typer.Option(help="Samples per model (seeds 0..N-1).")] = 5000,
+    steps: Annotated[int, typer.Option(help="Sampling steps (NFE) for every model; 0 = the presets' (50).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples per sampling batch (results do not depend on it).")] = 500,
+    work_dir: Annotated[Path | None, typer.Option(help="Run directories (default $BENCH_RUNS_DIR/mini).")] = None,
+    deadline_s: Annotated[float, typer.Option(help="Skip models that would end after this many seconds.")] = 0.0,
+    limits: Annotated[bool, typer.Option("--limits/--no-limits", help="Enforce the GPU return limits.")] = True,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override for every model.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
+) -> None:
+    """Train every model for the same device-time budget through the training loop, then sample its seeds."""
+    from bench.cli.eval import split_list
+    from bench.config import parse_set
+    from bench.paths import runs_dir
+    from bench.reproduce.run import RunOptions, run_mini
+
+    opts = RunOptions(
+        carry=carry,
+        out=out,
+        models=split_list(models, what="model"),
+        budget_s=budget_s,
+        num_samples=num_samples,
+        work_dir=work_dir or runs_dir() / "mini",
+        steps=steps,
+        sample_batch=batch_size,
+        deadline_s=deadline_s,
+        limits=limits,
+        overrides=[parse_set(s) for s in set_ or []],
+        progress=progress,
+    )
+    summary = run_mini(opts)
+    done, skipped = list(summary["models"]), list(summary["skipped"])
+    typer.echo(f"mini-run: {len(done)} model(s) done ({', '.join(done)}) -> {out}")
+    if skipped:
+        typer.echo(f"skipped (deadline): {', '.join(skipped)}", err=True)
+
+
+@app.command("mini-score")
+def mini_score_command(
+    run_out: Annotated[Path, typer.Argument(help="The --out folder of a mini-run (as returned by the GPU).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (records go to OUT/mini/).")] = None,
+    backend: BackendOpt = "tf,clean",
+    num_samples: Annotated[int, typer.Option(help="Samples scored (0 = all the run made).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per batch (results do not depend on it).")] = 100,
+    carry: Annotated[Path, typer.Option(help="Carry folder whose autoencoder weights decode.")] = DEFAULT_CARRY,
+    autoencoder_path: Annotated[str, typer.Option(help="Autoencoder weights folder (overrides --carry).")] = "",
+    device: DeviceOpt = None,
+) -> None:
+    """FID of every model of a mini-run (decoded and scored here), one record per model and backend."""
+    from bench.cli.eval import results_dir, terminate_cleanly
+    from bench.reproduce.score import read_summary, score_mini
+
+    weights = autoencoder_path
+    if not weights:
+        name = read_summary(run_out)["carry"]["autoencoder"]
+        weights = str(carry / name) if (carry / name).is_dir() else ""
+    with terminate_cleanly():
+        written = score_mini(
+            run_out, results_dir(out), _backends(backend), num_samples, batch_size, _device(device), weights
+        )
+    typer.echo(f"mini-score: {len(written)} record(s) written.")

@@ -1,0 +1,116 @@
+"""`bench reproduce mini-prepare` (CPU): the carry folder for the GPU and the cached FID reference statistics.
+
+The carry folder holds the data set's latents as one file (bench.datasets.carried), a copy of the autoencoder's
+weights (TAESD is 5 MB) so the GPU run can draw a grid, and carry.json. Reference statistics stay in the cache
+(BENCH_CACHE_DIR/fid-refs); mini-score checks they come from the same images as the latents.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from bench.config import DataConfig
+from bench.errors import BenchError
+from bench.reproduce.mini import CARRY_FORMAT, CARRY_MANIFEST, FORMAT_VERSION, MAX_CARRY_BYTES, write_json_atomic
+
+
+def copy_weights(name: str, autoencoder_path: str, dest: Path) -> str:
+    """Copy the autoencoder's diffusers folder (config.json and weights) to `dest`, atomically; returns its hash."""
+    from bench.autoencoders import WEIGHT_SUFFIXES, get_spec, resolve_weights, weights_hash
+
+    src = resolve_weights(get_spec(name), autoencoder_path)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and (f.name == "config.json" or f.name.endswith(WEIGHT_SUFFIXES)):
+            shutil.copyfile(f, tmp / f.name)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return weights_hash(dest)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def prepare_mini(
+    out: Path,
+    cfg: DataConfig,
+    backends: list[str],
+    device: torch.device,
+    ref_batch: int = 100,
+    ref_stats: bool = True,
+    progress: bool = True,
+) -> dict:
+    """Prepare images and latents (reused when current), export the carry folder, cache reference statistics."""
+    from bench.data import prepare, prepared_meta
+    from bench.datasets.cache import latents_stem, read_json
+    from bench.datasets.carried import carried_name, export_carried
+    from bench.paths import cache_dir, data_root
+    from bench.runtime import git_state
+
+    root, cache = data_root(), cache_dir()
+    folder = prepare(cfg, root, cache, device=device, progress=progress)
+    meta = prepared_meta(folder) or {}
+    stem, digest = latents_stem(cfg)
+    marker = read_json(folder / f"{stem}.json")
+    if marker is None or not meta:
+        raise BenchError(f"Preparation of '{cfg.dataset}' at {cfg.res} px left no latents marker in '{folder}'.")
+    out.mkdir(parents=True, exist_ok=True)
+    latents = export_carried(folder, meta, marker, cfg, out / carried_name(cfg))
+    copied = copy_weights(cfg.autoencoder, cfg.autoencoder_path, out / cfg.autoencoder)
+    if copied != digest:
+        raise BenchError(f"The copied weights in '{out / cfg.autoencoder}' hash differently from the source.")
+    manifest = {
+        "format": CARRY_FORMAT,
+        "version": FORMAT_VERSION,
+        "dataset": cfg.dataset,
+        "res": cfg.res,
+        "autoencoder": cfg.autoencoder,
+        "latents": latents.name,
+        "weights": cfg.autoencoder,
+        "weights_hash": digest,
+        "source_hash": meta["source_hash"],
+        "source": meta.get("source", ""),
+        "count": meta["count"],
+        "flip": cfg.flip,
+        "git": git_state(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ref_stats": _reference(cfg, backends, device, ref_batch, meta["source_hash"], progress) if ref_stats else {},
+    }
+    write_json_atomic(out / CARRY_MANIFEST, manifest)
+    manifest["bytes"] = folder_bytes(out)
+    if manifest["bytes"] > MAX_CARRY_BYTES:
+        raise BenchError(
+            f"The carry folder '{out}' is {manifest['bytes'] / 2**20:.1f} MiB, over the {MAX_CARRY_BYTES // 2**20} MiB "
+            "a GPU command may carry; prepare at a lower resolution or with fewer images."
+        )
+    return manifest
+
+
+def _reference(
+    cfg: DataConfig, backends: list[str], device: torch.device, batch: int, source_hash: str, progress: bool
+) -> dict:
+    """Reference statistics per backend (computed once, cached), checked to come from the same images."""
+    from bench.metrics.fid import load_stats, reference_stats
+    from bench.paths import cache_dir, data_root
+
+    paths = reference_stats(
+        cfg.dataset, cfg.res, backends, device, batch, data_root(), cache_dir(), cfg.path, progress=progress
+    )
+    out = {}
+    for backend, path in paths.items():
+        ref = load_stats(path)
+        if ref.meta.get("source_hash") != source_hash:
+            raise BenchError(f"Reference statistics '{path}' come from other images than the carried latents.")
+        out[backend] = {"path": str(path), "n": ref.n, "source_hash": source_hash}
+    return out
