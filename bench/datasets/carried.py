@@ -71,6 +71,7 @@ def export_carried(folder: Path, meta: dict, marker: dict, cfg: DataConfig, out:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=info)
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; the file travels to other machines
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -269,6 +269,7 @@ def save_samples(latents: Tensor, name: str, cfg: RunConfig, nfe: int, out: Path
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; the file travels to other machines
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
