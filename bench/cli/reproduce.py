@@ -80,7 +80,7 @@ def mini_run_command(
     steps: Annotated[int, typer.Option(help="Sampling steps (NFE) for every model; 0 = the presets' (50).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples per sampling batch (results do not depend on it).")] = 500,
     work_dir: Annotated[Path | None, typer.Option(help="Run directories (default $BENCH_RUNS_DIR/mini).")] = None,
-    deadline_s: Annotated[float, typer.Option(help="Skip models that would end after this many seconds.")] = 0.0,
+    deadline_s: Annotated[float, typer.Option(help="Skip models that would end later (seconds from the start).")] = 0.0,
     limits: Annotated[bool, typer.Option("--limits/--no-limits", help="Enforce the GPU return limits.")] = True,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override for every model.")] = None,
     progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,

@@ -82,7 +82,7 @@ def mini_config(carry: Carry, preset: str, name: str, opts: RunOptions) -> RunCo
 
 def run_mini(opts: RunOptions) -> dict:
     """Train and sample every model in turn; returns the summary (also written to OUT/mini-run.json)."""
-    from bench.autoencoders import latent_shape, load_autoencoder
+    from bench.autoencoders import latent_shape
     from bench.dist import init_distributed
     from bench.paths import device_name
     from bench.runtime import environment, git_state
@@ -107,7 +107,7 @@ def run_mini(opts: RunOptions) -> dict:
         raise BenchError("mini-run is one process on one GPU; run it without torchrun.")
     opts.out.mkdir(parents=True, exist_ok=True)
     summary = _new_summary(carry, opts, environment(info.device), {**git_state(), "code_sha256": code_fingerprint()})
-    ae = load_autoencoder(carry.manifest["autoencoder"], info.device, str(carry.weights))  # for the grid
+    ae = grid_autoencoder(carry, info.device, summary)
     warm_up(info.device)  # CUDA context and library handles: not charged to the first model's budget
     rows: dict[str, Tensor] = {}
     overhead: float | None = None
@@ -123,11 +123,12 @@ def run_mini(opts: RunOptions) -> dict:
         tic = time.perf_counter()
         entry, first = run_model(name, cfg, opts, info)
         entry["wall_seconds"] = time.perf_counter() - tic
-        rows[name] = decode_row(first, ae)
+        if ae is not None:
+            rows[name] = decode_row(first, ae)
+            write_grid(rows, opts.out)
+            summary["grid_rows"] = list(rows)
         overhead = max(overhead or 0.0, entry["wall_seconds"] - entry["train"]["train_seconds"])
         summary["models"][name] = entry
-        write_grid(rows, opts.out)
-        summary["grid_rows"] = list(rows)
         summary["command_seconds"] = time.perf_counter() - started
         write_json_atomic(opts.out / RUN_SUMMARY, summary)
     return summary
@@ -274,6 +275,18 @@ def save_samples(latents: Tensor, name: str, cfg: RunConfig, nfe: int, out: Path
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def grid_autoencoder(carry: Carry, device: torch.device, summary: dict) -> torch.nn.Module | None:
+    """The carried autoencoder for grid.png, or None (noted in the summary) where it cannot load, e.g. no diffusers."""
+    from bench.autoencoders import load_autoencoder
+
+    try:
+        return load_autoencoder(carry.manifest["autoencoder"], device, str(carry.weights))
+    except (BenchError, ImportError) as exc:
+        summary["grid_note"] = f"no grid: {exc}"
+        print(f"warning: {summary['grid_note']}", flush=True)
+        return None
 
 
 def decode_row(latents: Tensor, ae: torch.nn.Module) -> Tensor:
