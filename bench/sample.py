@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from bench.errors import BenchError
 from bench.interface import GenerativeModel, SampleSpec
 from bench.runtime import autocast, balanced_labels, per_sample_randn_like
 
@@ -93,6 +94,32 @@ def image_grid(images: Tensor, columns: int | None = None) -> Image.Image:
         r, c = divmod(i, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = img
     return Image.fromarray(grid)
+
+
+def class_grid(
+    model: GenerativeModel,
+    seeds: Sequence[int],
+    spec: SampleSpec,
+    autoencoder: torch.nn.Module,
+    classes: Sequence[int] | None = None,
+    batch_size: int = 64,
+    precision: str = "auto",
+) -> Image.Image:
+    """One row per class (all of the model's classes by default), one column per seed.
+
+    Column j starts from seed j's noise in every row, so rows differ only by their label: what the class changes
+    is visible even where the samples themselves are poor.
+    """
+    if model.num_classes <= 0:
+        raise BenchError("A class grid needs a class-conditional model; this one has no classes.")
+    rows = list(range(model.num_classes)) if classes is None else [int(c) for c in classes]
+    bad = [c for c in rows if not 0 <= c < model.num_classes]
+    if bad or not rows or not seeds:
+        raise BenchError(f"Class grid classes must lie in 0..{model.num_classes - 1} and seeds be given; got {rows}.")
+    labels = torch.tensor([c for c in rows for _ in seeds], dtype=torch.long)
+    all_seeds = [int(s) for _ in rows for s in seeds]
+    batches = generate(model, all_seeds, spec, batch_size, precision, autoencoder, labels)
+    return image_grid(torch.cat([b.images for b in batches]), columns=len(seeds))
 
 
 def save_latents(batch: SampleBatch, out_dir: Path, cfg: object) -> Path:

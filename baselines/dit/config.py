@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines.lfm.config import MINI_BACKBONE, MINI_DATA, MINI_STEPS, MINI_TRAIN, TINY_BACKBONE, TINY_TRAIN
+from baselines.lfm.config import (
+    MINI_BACKBONE,
+    MINI_DATA,
+    MINI_STEPS,
+    MINI_TRAIN,
+    TINY_BACKBONE,
+    TINY_TRAIN,
+    imagenette_tiny,
+)
 from models.sizes import BackboneConfig
 
 GUIDE_ALL_CHANNELS = 0  # guidance_channels value: CFG on every latent channel (the standard form)
@@ -66,3 +74,4 @@ PRESETS: dict[str, dict] = {
         "sample": {"solver": "ddpm", "steps": 25},
     },
 }
+PRESETS["dit-imagenette-tiny"] = imagenette_tiny(PRESETS["dit-tiny"])

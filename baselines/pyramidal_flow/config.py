@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines.lfm.config import MINI_BACKBONE, MINI_DATA, MINI_STEPS, MINI_TRAIN, TINY_BACKBONE, TINY_TRAIN
+from baselines.lfm.config import (
+    MINI_BACKBONE,
+    MINI_DATA,
+    MINI_STEPS,
+    MINI_TRAIN,
+    TINY_BACKBONE,
+    TINY_TRAIN,
+    imagenette_tiny,
+)
 from models.sizes import BackboneConfig
 
 UPSTREAM_GAMMA = 1 / 3  # Pyramid-Flow scheduler_gamma: block-noise correlation -1/3
@@ -73,3 +81,4 @@ PRESETS: dict[str, dict] = {
         "sample": {"solver": "euler", "steps": 20},
     },
 }
+PRESETS["pyramidal-flow-imagenette-tiny"] = imagenette_tiny(PRESETS["pyramidal-flow-tiny"])

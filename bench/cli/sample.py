@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bench.cli.common import parse_seeds
+
+if TYPE_CHECKING:  # the CLI imports no torch at start-up
+    from bench.config import RunConfig
+    from bench.dist import DistInfo
+    from bench.interface import GenerativeModel
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Sampling override, e.g. sample.steps=100.")]
 
@@ -21,6 +26,10 @@ def sample_command(
     weights: Annotated[str, typer.Option(help="ema or model.")] = "ema",
     set_: SetOpt = None,
     grid: Annotated[bool, typer.Option(help="Also write grid.png of the samples.")] = False,
+    class_grid: Annotated[
+        bool, typer.Option("--class-grid", help="Write only class-grid.png: a row per class, a column per seed.")
+    ] = False,
+    classes: Annotated[str, typer.Option(help="--class-grid rows, e.g. 0-9 or 1,4,9 (default: all).")] = "",
 ) -> None:
     """Sample seeds from RUN_DIR's latest checkpoint; under torchrun each process takes every world-th seed."""
     import dataclasses
@@ -34,6 +43,7 @@ def sample_command(
     from bench.sample import atomic_write_image, generate, image_grid, save_latents, save_png
 
     seed_list = parse_seeds(seeds)
+    class_list = parse_classes(classes) if classes else None
     info = init_distributed(device_name())
     try:
         model, cfg = load_run(run_dir, weights, info.device)
@@ -43,6 +53,9 @@ def sample_command(
         spec = from_dict(SampleSpec, spec_values, prefix="sample.")
         cfg = dataclasses.replace(cfg, sample=spec)
         out_dir = out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}"
+        if class_grid:
+            write_class_grid(model, cfg, seed_list, class_list, out_dir, batch_size, info)
+            return
         mine = seed_list[info.rank :: info.world]
         ae = (
             None
@@ -64,3 +77,37 @@ def sample_command(
     finally:
         shutdown()
     typer.echo(f"rank {info.rank}: wrote {written} {'latents' if latents else 'images'} to {out_dir}")
+
+
+def parse_classes(text: str) -> list[int]:
+    """'0-9' or '1,4,9' -> class ids (same forms as seeds)."""
+    from bench.errors import BenchError
+
+    try:
+        return parse_seeds(text)
+    except BenchError:
+        raise BenchError(f"Classes must look like '0-9', '3' or '1,4,9', got '{text}'.") from None
+
+
+def write_class_grid(
+    model: GenerativeModel,
+    cfg: RunConfig,
+    seeds: list[int],
+    classes: list[int] | None,
+    out_dir: Path,
+    batch_size: int,
+    info: DistInfo,
+) -> None:
+    """class-grid.png in out_dir (one process: the grid is small and its layout needs every row)."""
+    from bench.autoencoders import load_autoencoder
+    from bench.errors import BenchError
+    from bench.sample import atomic_write_image, class_grid
+
+    if info.world > 1:
+        raise BenchError("--class-grid runs in one process; start it without torchrun.")
+    ae = load_autoencoder(cfg.data.autoencoder, device=info.device, path=cfg.data.autoencoder_path)
+    image = class_grid(model, seeds, cfg.sample, ae, classes, batch_size, cfg.train.precision)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_image(image, out_dir / "class-grid.png")
+    rows = classes if classes is not None else list(range(model.num_classes))
+    typer.echo(f"wrote class-grid.png ({len(rows)} classes x {len(seeds)} seeds) to {out_dir}")

@@ -11,7 +11,7 @@ import copy
 from dataclasses import dataclass, field
 
 from baselines.lfm.config import PRESETS as LFM_PRESETS
-from baselines.lfm.config import TINY_BACKBONE, TINY_TRAIN
+from baselines.lfm.config import TINY_BACKBONE, TINY_TRAIN, imagenette_tiny
 from models.sizes import BackboneConfig
 
 PATHS = ("linear", "gvp")
@@ -76,3 +76,4 @@ PRESETS: dict[str, dict] = {
         "sample": {"solver": "euler", "steps": 20},
     },
 }
+PRESETS["lapflow-imagenette-tiny"] = imagenette_tiny(PRESETS["lapflow-tiny"])
