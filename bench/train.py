@@ -162,7 +162,11 @@ def train(
         (run_dir / CONFIG_FILE).write_text(dump(cfg))
     barrier()
 
+    if not dist_info.is_main:
+        barrier()  # rank 0 prepares (verifies, caches latents) first; the others then read its cache
     data = load_training_data(cfg.data, data_root, cache_dir, device="cpu")
+    if dist_info.is_main:
+        barrier()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = MODELS.load(cfg.family)(cfg.model, tuple(data.latents.shape[1:]), cfg.data.num_classes).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
