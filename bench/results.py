@@ -119,8 +119,20 @@ def read_record(path: Path) -> Record:
     return Record(**data)
 
 
-def load_records(results_dir: Path, pattern: str = "**/*.json", exclude: tuple[str, ...] = ("paper",)) -> list[Record]:
-    """Every record under results_dir (skipping folders in `exclude`, e.g. the paper's reference numbers)."""
+# Folders under results/ that hold no result records: the paper's numbers and raw provenance files of GPU runs.
+NON_RECORD_FOLDERS = ("paper", "provenance")
+
+
+def record_paths(results_dir: Path, exclude: tuple[str, ...] = NON_RECORD_FOLDERS) -> list[Path]:
+    """Every record file under results_dir, sorted, skipping hidden files and the folders in `exclude`."""
     root = Path(results_dir)
-    paths = sorted(p for p in root.glob(pattern) if not (set(p.relative_to(root).parts[:-1]) & set(exclude)))
-    return [read_record(p) for p in paths if not p.name.startswith(".")]
+    return [
+        p
+        for p in sorted(root.glob("**/*.json"))
+        if not p.name.startswith(".") and not (set(p.relative_to(root).parts[:-1]) & set(exclude))
+    ]
+
+
+def load_records(results_dir: Path, exclude: tuple[str, ...] = NON_RECORD_FOLDERS) -> list[Record]:
+    """Every record under results_dir (see record_paths)."""
+    return [read_record(p) for p in record_paths(results_dir, exclude)]
