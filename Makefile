@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup report clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# reports/ from results/ alone (no local runs), as the committed copy is checked byte for byte by the tests.
+report: $(STAMP)
+	$(BIN)/bench report --runs-dir .no-runs
 
 lint: $(STAMP)
 	$(BIN)/ruff check bench models baselines tests
