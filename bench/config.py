@@ -46,6 +46,7 @@ class TrainConfig:
     warmup_images: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema_decay: float = 0.9999
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs; off = the papers' EMA
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
     checkpoint_every: int = 50_000  # images between checkpoints

@@ -113,6 +113,11 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
         )
 
 
+def ema_decay_at(decay: float, warmup: bool, step: int) -> float:
+    """EMA decay of a step; with warm-up the average forgets the random initial weights within a short run."""
+    return min(decay, (1 + step) / (10 + step)) if warmup else decay
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     ema_params, params = list(ema.parameters()), list(model.parameters())
@@ -213,7 +218,7 @@ def train(
             finite = all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1
             if finite:
                 optimizer.step()
-                update_ema(ema, model, t.ema_decay)
+                update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, state.step))
             else:
                 state.nonfinite_skipped += 1
                 if state.nonfinite_skipped > t.max_nonfinite:

@@ -133,3 +133,15 @@ def test_sigterm_writes_a_checkpoint_and_rerun_resumes(tmp_path):
     assert ckpt is not None and not list((run_dir / "sig" / "checkpoints").glob(".*tmp"))
     step = json.loads((ckpt / "state.json").read_text())["step"]
     assert step >= 2
+
+
+def test_ema_warmup_forgets_initial_weights_in_short_runs():
+    from bench.train import ema_decay_at
+
+    assert ema_decay_at(0.999, False, 5) == 0.999
+    assert ema_decay_at(0.999, True, 0) == pytest.approx(0.1)  # the first EMA is ~the trained weights
+    assert ema_decay_at(0.999, True, 10_000) == 0.999
+    kept = 1.0
+    for step in range(96):  # a 96-step CPU run: share of the initial weights left in the EMA
+        kept *= ema_decay_at(0.999, True, step)
+    assert kept < 1e-6 < 0.999**96

@@ -42,6 +42,7 @@ TINY_TRAIN = {
     "lr": 1e-3,
     "warmup_images": 2_000,
     "ema_decay": 0.999,
+    "ema_warmup": True,  # CPU runs of a few hundred steps: without it the EMA is still mostly the initial weights
     "checkpoint_every": 20_000,
     "log_every": 1_024,
     "sample_every": 0,
@@ -59,6 +60,7 @@ MINI_TRAIN = {
     "batch_size": 256,
     "lr": 2e-4,
     "ema_decay": 0.999,  # a run of ~10^3 steps: 0.9999 would still weigh the initial weights heavily
+    "ema_warmup": True,  # (added after the first H200 mini-run, which ran without it)
     "checkpoint_every": 0,  # one checkpoint, at the end
     "log_every": 256 * 50,
     "sample_every": 0,
