@@ -32,7 +32,6 @@ DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N 
 BackendOpt = Annotated[str, typer.Option("--backend", help="FID backends: tf (torch-fidelity), clean (clean-fid).")]
 RefOpt = Annotated[str, typer.Option("--ref", help="Reference: a name like celebahq128 (cached) or an .npz file.")]
 BatchOpt = Annotated[int, typer.Option(help="Images per batch (results do not depend on it).")]
-NameOpt = Annotated[str, typer.Option("--name", help="Name recorded as the record's preset.")]
 ModelOpt = Annotated[str, typer.Option("--model", help="Family recorded as the record's model.")]
 FeatOpt = Annotated[Path | None, typer.Option(help="Also save features as PREFIX-<backend>.npy (float32).")]
 
