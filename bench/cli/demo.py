@@ -30,7 +30,7 @@ def demo_command(
     root = data_root()
     real = root is not None and any(p.name.startswith("celebahq") for p in root.iterdir() if p.is_dir())
     # 64 px real faces have 4x the tokens of 32 px synthetic images: a quarter of the images for a similar time.
-    dataset, res, default_images = ("celebahq", 64, 3_072) if real else ("synthetic", 32, 12_288)
+    dataset, res, default_images = ("celebahq", 64, 6_144) if real else ("synthetic", 32, 24_576)
     images = images or default_images
     typer.echo(f"demo: training {model}-tiny on {dataset} at {res} px (data root: {root or 'none, synthetic'})")
     train_command(
