@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.config import RunConfig, resolve, to_dict
+from bench.config import RunConfig, resolve
 from bench.metrics.timing import measure, synchronize
-from bench.results import make_record, write_record
+from bench.results import run_record, write_record
 from bench.runtime import autocast, configure_numerics, environment
 
 # Dense bf16 tensor-core peak (vendor datasheets, without sparsity), for model FLOPs utilisation.
@@ -37,21 +37,7 @@ def peak_tflops(device: torch.device) -> float | None:
 def _record(
     cfg: RunConfig, metric: str, value: float, unit: str, protocol: dict, device: torch.device, extra: dict, out: Path
 ) -> Path:
-    rec = make_record(
-        model=cfg.family,
-        preset=cfg.preset or cfg.run_name,
-        dataset=cfg.data.dataset,
-        resolution=cfg.data.res,
-        metric=metric,
-        value=value,
-        unit=unit,
-        protocol=protocol,
-        sampling={},
-        config=to_dict(cfg),
-        seeds={},
-        environment=environment(device),
-        extra=extra,
-    )
+    rec = run_record(cfg, metric, value, unit, protocol, environment=environment(device), extra=extra)
     path = write_record(rec, out)
     print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {value:.6g} {unit}")
     return path

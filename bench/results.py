@@ -73,6 +73,26 @@ def make_record(**fields: Any) -> Record:
     return Record(**fields)
 
 
+def run_record(
+    cfg: Any, metric: str, value: float | None, unit: str, protocol: dict[str, Any], **fields: Any
+) -> Record:
+    """A Record about the run/preset `cfg` (a RunConfig): model, preset, data set, resolution and config from it."""
+    from bench.config import to_dict
+
+    return make_record(
+        model=cfg.family,
+        preset=cfg.preset or cfg.run_name,
+        dataset=cfg.data.dataset,
+        resolution=cfg.data.res,
+        metric=metric,
+        value=value,
+        unit=unit,
+        protocol=protocol,
+        config=to_dict(cfg),
+        **fields,
+    )
+
+
 def record_filename(record: Record) -> str:
     """Stable, readable name: <metric>__<preset>__<res>__<protocol>__<hash8>.json."""
     payload = json.dumps(dataclasses.asdict(record), sort_keys=True, default=str).encode()

@@ -49,25 +49,13 @@ class Context:
 
     def record(self, metric: str, value: float | None, unit: str, protocol: dict, **fields: Any) -> Any:
         from bench.config import to_dict
-        from bench.results import make_record
+        from bench.results import run_record
 
         cfg = dataclasses.replace(self.target.cfg, sample=self.spec)
         sampling = {**to_dict(self.spec), **fields.pop("sampling", {})}
         extra = {"weights": self.weights, **fields.pop("extra", {})}
-        return make_record(
-            model=cfg.family,
-            preset=cfg.preset or cfg.run_name,
-            dataset=cfg.data.dataset,
-            resolution=cfg.data.res,
-            metric=metric,
-            value=value,
-            unit=unit,
-            protocol=protocol,
-            sampling=sampling,
-            config=to_dict(cfg),
-            environment=self.environment,
-            extra=extra,
-            **fields,
+        return run_record(
+            cfg, metric, value, unit, protocol, sampling=sampling, environment=self.environment, extra=extra, **fields
         )
 
 
