@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -25,15 +24,6 @@ DIT_XL2_PARAMETERS = 675_129_632  # includes the frozen 256 x 1152 positional ta
 PUBLISHED_PARAMS_M = {"S": 33, "B": 130, "L": 458, "XL": 675}
 PUBLISHED_GFLOPS = {"S": 6.06, "B": 23.01, "L": 80.70, "XL": 118.6}
 PUBLISHED_ROUNDING = {"S": 0.005, "B": 0.005, "L": 0.005, "XL": 0.05}  # half a unit of the last published digit
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models run faster on one thread, and much faster when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def resolved(name: str):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -33,15 +33,6 @@ STEPS = 4  # a few steps per trajectory: enough to compound differences, fast on
 
 Call = Callable[[Tensor, Tensor, Tensor], Tensor]  # the network: (x, t, labels) -> output
 Reference = Callable[[Call, Tensor, Tensor, Tensor, float, int], Tensor]  # (call, x, t, y, w, null label) -> output
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP waits (results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(family: str, **model_overrides: object) -> GenerativeModel:

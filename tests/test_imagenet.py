@@ -5,7 +5,6 @@ reference statistics of the class-folder data set, and class grids (function and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,6 @@ runner = CliRunner()
 IMAGENET_DATA = {"dataset": "imagenet", "res": 256, "autoencoder": "sd-vae-ft-ema", "num_classes": 1000}
 PAPER_GUIDANCE = {"XL": 1.0, "B": 1.5}  # METHODS.md section 5: XL/2 FIDs without guidance, B/2 with CFG 1.5
 LABEL_DROPOUT = 0.1  # METHODS.md: label dropout 0.1 for CFG
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one thread avoids OpenMP waits (results do not depend on it)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def label_embedders(model: torch.nn.Module) -> list[torch.nn.Module]:
