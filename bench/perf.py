@@ -35,11 +35,19 @@ def peak_tflops(device: torch.device) -> float | None:
 
 
 def _record(
-    cfg: RunConfig, metric: str, value: float, unit: str, protocol: dict, device: torch.device, extra: dict, out: Path
+    cfg: RunConfig,
+    metric: str,
+    value: float | None,
+    unit: str,
+    protocol: dict,
+    device: torch.device,
+    extra: dict,
+    out: Path,
 ) -> Path:
     rec = run_record(cfg, metric, value, unit, protocol, environment=environment(device), extra=extra)
     path = write_record(rec, out)
-    print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {value:.6g} {unit}")
+    shown = "n/a" if value is None else f"{value:.6g}"
+    print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {shown} {unit}")
     return path
 
 
@@ -181,6 +189,7 @@ def training_suite(
     compile_: bool = False,
     precision: str = "bf16",
     backbone: dict | None = None,
+    compile_backend: str = "inductor",
 ) -> dict[str, list[float]]:
     """Images/s of THE training step (forward, backward, AdamW, EMA) on random latents, with MFU from fvcore counts.
 
@@ -190,7 +199,8 @@ def training_suite(
     losses = {}
     for preset in presets:
         cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
-        elapsed, losses[preset] = _timed_training(model, cfg, device, batch, warmup, steps, compile_, precision)
+        compiler = compile_backend if compile_ else None
+        elapsed, losses[preset] = _timed_training(model, cfg, device, batch, warmup, steps, compiler, precision)
         images_per_s = batch * steps / elapsed
         train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
         achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
@@ -220,17 +230,10 @@ def training_suite(
     return losses
 
 
-def _timed_training(
-    model: Any,
-    cfg: RunConfig,
-    device: torch.device,
-    batch: int,
-    warmup: int,
-    steps: int,
-    compile_: bool,
-    precision: str,
-) -> tuple[float, list[float]]:
-    """Seconds for `steps` training steps after `warmup` untimed ones, and every step's loss."""
+def make_train_step(
+    model: Any, cfg: RunConfig, device: torch.device, compile_backend: str | None, precision: str
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """THE training step on a batch of latents (forward, backward, fused AdamW, EMA); returns the detached loss."""
     import copy
 
     from bench.train import LossModule, update_ema
@@ -239,7 +242,34 @@ def _timed_training(
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
     )
-    step_fn: Any = torch.compile(LossModule(model)) if compile_ else LossModule(model)
+    loss_fn: Any = LossModule(model)
+    if compile_backend:
+        loss_fn = torch.compile(loss_fn, backend=compile_backend)
+
+    def step(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            loss = loss_fn(x, None).float().mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        update_ema(ema, model, cfg.train.ema_decay)
+        return loss.detach()
+
+    return step
+
+
+def _timed_training(
+    model: Any,
+    cfg: RunConfig,
+    device: torch.device,
+    batch: int,
+    warmup: int,
+    steps: int,
+    compile_backend: str | None,
+    precision: str,
+) -> tuple[float, list[float]]:
+    """Seconds for `steps` training steps after `warmup` untimed ones, and every step's loss."""
+    step = make_train_step(model, cfg, device, compile_backend, precision)
     data = torch.randn(steps + warmup, batch, *model.latent_shape, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(1)
     seen = []
@@ -248,14 +278,7 @@ def _timed_training(
         if i == warmup:
             synchronize(device)
             start = time.perf_counter()
-        x = data[i].to(device, non_blocking=True)
-        with autocast(device, precision):
-            loss = step_fn(x, None).float().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        update_ema(ema, model, cfg.train.ema_decay)
-        seen.append(loss.detach())
+        seen.append(step(data[i].to(device, non_blocking=True)))
     synchronize(device)
     return time.perf_counter() - start, [float(v) for v in seen]
 

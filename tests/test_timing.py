@@ -67,8 +67,10 @@ def test_cpu_protocol_is_marked_and_not_reportable() -> None:
     record = protocol.as_dict(cpu)
     assert record["name"] == "time-b64-e2e-fp32-cpu" and record["device"] == "cpu" and not record["reportable"]
     assert (
-        timing.TimingProtocol(batch=1, precision="bf16", compile=True).name(cpu) == "time-b1-sampler-bf16-compile-cpu"
+        timing.TimingProtocol(batch=1, precision="bf16", fast="compile").name(cpu) == "time-b1-sampler-bf16-compile-cpu"
     )
+    with pytest.raises(BenchError, match="Unknown fast path 'jit'"):
+        timing.TimingProtocol(fast="jit")
     with pytest.raises(BenchError, match="Unknown timing mode"):
         timing.TimingProtocol(mode="decode")
     with pytest.raises(BenchError, match="needs an autoencoder"):

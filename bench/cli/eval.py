@@ -178,7 +178,7 @@ def run_command(
     warmup: Annotated[int, typer.Option(help="Timing warm-up calls (protocol: >= 3).")] = 3,
     repeats: Annotated[int, typer.Option(help="Timed repeats (protocol: >= 10).")] = 10,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default: the config's).")] = None,
-    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the network calls for timing.")] = False,
+    fast: Annotated[str, typer.Option(help="Timing fast path: eager, graph, compile, compile-graph.")] = "eager",
     save_features: FeatOpt = None,
     device: DeviceOpt = None,
     out: OutOpt = None,
@@ -193,6 +193,10 @@ def run_command(
         raise BenchError("FID needs trained weights: pass --run-dir with a checkpoint.")
     targets = build_targets(model, all_, preset, res_list, run_dir)
     dev, folder = _device(device), results_dir(out)
+    if "time" in wanted:
+        from bench.accel import check_fast_path
+
+        check_fast_path(fast, dev)
     with terminate_cleanly():
         for target in targets:
             spec_over = {k: v for k, v in (("solver", solver), ("steps", steps)) if v is not None}
@@ -209,7 +213,7 @@ def run_command(
             if "nfe" in wanted:
                 run_nfe(ctx)
             if "time" in wanted:
-                run_time(ctx, split_ints(time_batch, "timing batch sizes"), warmup, repeats, compile_)
+                run_time(ctx, split_ints(time_batch, "timing batch sizes"), warmup, repeats, fast)
             if "fid" in wanted:
                 from bench.metrics.measure import run_fid
 

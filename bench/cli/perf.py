@@ -92,3 +92,41 @@ def training_command(
     training_suite(
         device, folder, split_list(presets), batch, warmup, steps, compile_, precision, TINY_BACKBONE if tiny else None
     )
+
+
+@app.command("goals")
+def goals_command(
+    suites: Annotated[str, typer.Option(help="Any of sampler, latency, training, fid, profile.")] = "sampler,latency",
+    res: ResOpt = "256,512,1024",
+    fast: Annotated[str, typer.Option(help="Sampler fast paths: eager, graph, compile(-graph).")] = "eager,graph",
+    latency_fast: Annotated[str, typer.Option(help="Fast paths of the batch-1 latency goal.")] = "eager,graph",
+    steps: Annotated[int, typer.Option(help="Euler steps (= NFE) of the sampler-ratio goal.")] = 10,
+    batch_scale: float = 1.0,
+    warmup: int = 3,
+    repeats: int = 10,
+    fid_images: Annotated[int, typer.Option(help="Images of the FID goal (CPU: prepared CelebA-HQ 128 px).")] = 5000,
+    out: OutOpt = None,
+    tiny: TinyOpt = False,
+) -> None:
+    """The issue "Performance" goals as records (goal, met), measured side by side in this process."""
+    from bench.accel import check_fast_path
+    from bench.cli.eval import split_list
+    from bench.perf_goals import fid_goal, latency_goal, sampler_goal, training_goal
+    from bench.profiling import profile_suite
+
+    device, folder = _setup(out)
+    wanted = split_list(suites, ("sampler", "latency", "training", "fid", "profile"), "suite")
+    fast_paths, latency_paths = split_list(fast), split_list(latency_fast)
+    for f in fast_paths + latency_paths:
+        check_fast_path(f, device)
+    backbone = TINY_BACKBONE if tiny else None
+    if "profile" in wanted:
+        profile_suite(device, folder, backbone=backbone, compile_backend="inductor" if device.type == "cuda" else None)
+    if "sampler" in wanted:
+        sampler_goal(device, folder, _ints(res), fast_paths, steps, warmup, repeats, batch_scale, backbone)
+    if "latency" in wanted:
+        latency_goal(device, folder, latency_paths, warmup=warmup, repeats=repeats, backbone=backbone)
+    if "training" in wanted:
+        training_goal(device, folder, ["lfm-celebahq256-l2", "lapflow-celebahq256-l2"], backbone=backbone)
+    if "fid" in wanted:
+        fid_goal(device, folder, fid_images)

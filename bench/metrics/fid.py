@@ -158,15 +158,23 @@ def _check_images(images: Tensor) -> Tensor:
     return images
 
 
-def make_extractor(backend: str, device: torch.device | str = "cpu", cache_dir: Path | None = None) -> Extractor:
-    """Batched Inception features for one backend, resized to 299 px exactly as that library does."""
+def make_extractor(
+    backend: str, device: torch.device | str = "cpu", cache_dir: Path | None = None, random_weights: bool = False
+) -> Extractor:
+    """Batched Inception features for one backend, resized to 299 px exactly as that library does.
+
+    `random_weights` (tf only) measures throughput where the FID weights are absent; its features mean nothing.
+    """
     from bench.metrics.inception import clean_extractor, tf_extractor
 
+    if random_weights and check_backend(backend) != "tf":
+        raise BenchError("Random Inception weights exist for the tf backend only.")
     if check_backend(backend) == "tf":
-        net = tf_extractor(device, cache_dir)
+        net = tf_extractor(device, cache_dir, random_weights)
 
         def tf_features(images: Tensor) -> np.ndarray:
-            x = _check_images(images).permute(0, 3, 1, 2).contiguous().to(device)
+            # [B, H, W, 3] permuted is channels-last already, the layout the network runs in
+            x = _check_images(images).permute(0, 3, 1, 2).to(device)
             with torch.inference_mode():
                 return net(x)[0].double().cpu().numpy()
 

@@ -149,14 +149,14 @@ def run_flops(ctx: Context) -> None:
     emit(ctx.record("gflops_decode", decode, "GFLOPs", protocol, note=ctx.autoencoder_note), ctx.out)
 
 
-def run_time(ctx: Context, batches: list[int], warmup: int, repeats: int, compile_: bool) -> None:
+def run_time(ctx: Context, batches: list[int], warmup: int, repeats: int, fast: str = "eager") -> None:
     """time_sampler and time_e2e records at each batch size (median seconds per call; p10/p90 in extra)."""
     from bench.metrics.timing import TimingProtocol, time_sampling
 
     adaptive = ctx.spec.solver == "dopri5" and ctx.target.run_dir is None
     for batch in batches:
         for mode in ("sampler", "e2e"):
-            tp = TimingProtocol(batch, mode, warmup, repeats, ctx.precision, compile_)
+            tp = TimingProtocol(batch, mode, warmup, repeats, ctx.precision, fast)
             protocol = tp.as_dict(ctx.device)
             if adaptive or (mode == "e2e" and ctx.autoencoder is None):
                 why = ctx.autoencoder_note
@@ -167,7 +167,8 @@ def run_time(ctx: Context, batches: list[int], warmup: int, repeats: int, compil
             result = time_sampling(ctx.model, ctx.spec, tp, ctx.autoencoder if mode == "e2e" else None)
             s = result.stats
             extra = {"p10": s.p10, "p90": s.p90, "mean": s.mean, "times": s.times, "batch": batch,
-                     "images_per_s": result.images_per_second}  # fmt: skip
+                     "images_per_s": result.images_per_second, "first_call_s": result.first_call_s,
+                     "max_abs_diff_vs_eager": result.max_abs_diff_vs_eager}  # fmt: skip
             seeds = {"start": 0, "count": batch}
             record = ctx.record(
                 tp.metric, s.median, "s", protocol, extra=extra, sampling={"nfe": result.nfe}, seeds=seeds

@@ -31,11 +31,15 @@ class TimingProtocol:
     warmup: int = MIN_WARMUP
     repeats: int = MIN_REPEATS
     precision: str = "auto"  # auto | fp32 | bf16 (bench.runtime.autocast)
-    compile: bool = False
+    fast: str = "eager"  # bench.accel.FAST_PATHS
 
     def __post_init__(self) -> None:
+        from bench.accel import FAST_PATHS
+
         if self.mode not in MODES:
             raise BenchError(f"Unknown timing mode '{self.mode}'; choose sampler or e2e.")
+        if self.fast not in FAST_PATHS:
+            raise BenchError(f"Unknown fast path '{self.fast}'; choose one of {', '.join(FAST_PATHS)}.")
         if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
             raise BenchError(f"Timing needs batch >= 1 and repeats >= 1, got {self.batch} and {self.repeats}.")
 
@@ -49,8 +53,8 @@ class TimingProtocol:
         dtype = autocast_dtype(device, self.precision)
         token = {None: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype).replace("torch.", ""))
         parts = [f"time-b{self.batch}-{self.mode}-{token}"]
-        if self.compile:
-            parts.append("compile")
+        if self.fast != "eager":
+            parts.append(self.fast)
         if device.type != "cuda":
             parts.append(device.type)
         return "-".join(parts)
@@ -65,7 +69,9 @@ class TimingProtocol:
             "repeats": self.repeats,
             "statistic": "median (p10, p90 in extra)",
             "precision": self.precision,
-            "compile": self.compile,
+            "fast_path": self.fast,
+            "compile": "compile" in self.fast,
+            "cuda_graphs": "graph" in self.fast,
             "device": device_label(device),
             "attention_backend": attention_backend(device),
             "sync": "torch.cuda.synchronize before and after each repeat" if device.type == "cuda" else "none (cpu)",
@@ -94,6 +100,8 @@ class TimingResult:
     stats: TimingStats
     nfe: int  # measured NFE of the timed trajectory (batch-level for adaptive solvers)
     device: torch.device
+    first_call_s: float = 0.0  # the first (untimed) call, CUDA-graph capture or compilation included
+    max_abs_diff_vs_eager: float = 0.0  # final latents of the fast path vs the eager sampler, same noise
 
     @property
     def images_per_second(self) -> float:
@@ -142,18 +150,15 @@ def measure(
     return TimingStats.of(times)
 
 
-def compile_networks(model: Any, spec: Any, nfe_by_call: dict[str, int] | None) -> int:
-    """torch.compile every network module that `flop_trace` names (in place); returns how many."""
-    modules = {id(c.module): c.module for c in model.flop_trace(spec, nfe_by_call)}
-    for m in modules.values():
-        m.compile()
-    return len(modules)
-
-
 def time_sampling(
     model: Any, spec: Any, protocol: TimingProtocol, autoencoder: Any = None, seed: int = 0
 ) -> TimingResult:
-    """Time `model.sample` (and decode + quantise + copy to host for e2e) at protocol.batch samples."""
+    """Time `model.sample` (and decode + quantise + copy to host for e2e) at protocol.batch samples.
+
+    A fast path (CUDA graphs, torch.compile) is set up in the warm-up calls; its one-off cost and the largest
+    difference of its latents from the eager sampler's (same noise) are reported in `TimingResult`.
+    """
+    from bench.accel import accelerated, max_abs_diff, timed_first_call
     from bench.runtime import autocast, balanced_labels, per_sample_randn_like
     from bench.sample import quantize
 
@@ -165,7 +170,7 @@ def time_sampling(
     labels = balanced_labels(seeds, model.num_classes)
     y = labels.to(device) if labels is not None else None
     nfe: list[int] = []
-    by_call: list[dict[str, int]] = []
+    last: list[Any] = []
 
     def setup() -> tuple:
         randn_like = per_sample_randn_like(seeds, device)
@@ -179,11 +184,15 @@ def time_sampling(
             if protocol.mode == "e2e":
                 quantize(autoencoder.decode(out.latents.float())).cpu()
         nfe.append(int(out.nfe))
-        by_call.append(dict(out.nfe_by_call))
+        last[:] = [out.latents]
 
-    if protocol.compile:
-        run(setup())  # measure the calls first: adaptive solvers need their NFE for flop_trace
-        compile_networks(model, spec, by_call[-1] or None)
-    stats = measure(setup, run, device, protocol.warmup, protocol.repeats)
+    reference = None
+    if protocol.fast != "eager":
+        run(setup())
+        reference = last[0]
+    with accelerated(model, protocol.fast):
+        _, setup_s = timed_first_call(lambda: run(setup()), device)
+        stats = measure(setup, run, device, max(0, protocol.warmup - 1), protocol.repeats)
+    diff = max_abs_diff(last[0], reference) if reference is not None else 0.0
     timed = nfe[-protocol.repeats :]
-    return TimingResult(protocol, stats, int(np.median(timed)), device)
+    return TimingResult(protocol, stats, int(np.median(timed)), device, setup_s, diff)

@@ -1,0 +1,239 @@
+"""The goals of issue "Performance" as result records, measured side by side in one process.
+
+- sampler: LapFlow vs LFM sampler time at equal NFE (fixed-step Euler), per resolution and fast path, with the
+  fvcore FLOP ratio beside the time ratio (the floor a perfectly efficient implementation would reach);
+- latency: batch-1 end-to-end (sampling, decode, quantise, copy to host) at the paper's NFE;
+- training: images/s eager and compiled, and the compiled loss curve against the eager one under the same seeds;
+- fid: Inception feature throughput, and the wall time of a whole FID-5k at 128 px on this machine.
+Each goal record carries `goal` (threshold, direction) and `met`; `bench report` shows them beside the anchors
+in results/anchors/performance.json. Random-init networks throughout: cost does not depend on weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.config import resolve
+from bench.metrics.timing import TimingProtocol, TimingResult, synchronize, time_sampling
+from bench.perf import LAYOUT_BATCH, _build, _record, training_suite
+
+# Issue "Performance" thresholds: metric -> (value, "<=" or ">=").
+SAMPLER_RATIO_GOAL = 0.70
+LATENCY_GOAL_S = 0.40
+TRAIN_SPEEDUP_GOAL = 2.0  # x the official code's images/s on the same GPU
+FID_CPU_GOAL_S = 15 * 60
+PAPER_NFE = {"lapflow": 80, "lfm": 89}  # CelebA-HQ 256 (METHODS.md section 5)
+LOSS_TOLERANCE = 0.02  # compiled vs eager training loss, relative, per step (bf16 autocast)
+
+
+def goal(value: float | None, threshold: float, direction: str) -> dict[str, Any]:
+    met = None if value is None else (value <= threshold if direction == "<=" else value >= threshold)
+    return {"goal": {"threshold": threshold, "direction": direction}, "met": met}
+
+
+def _timing_extra(result: TimingResult) -> dict[str, Any]:
+    s = result.stats
+    return {
+        "p10": s.p10,
+        "p90": s.p90,
+        "times": s.times,
+        "nfe": result.nfe,
+        "images_per_s": result.images_per_second,
+        "first_call_s": result.first_call_s,
+        "max_abs_diff_vs_eager": result.max_abs_diff_vs_eager,
+    }
+
+
+def _euler(cfg: Any, steps: int) -> Any:
+    return dataclasses.replace(cfg.sample, solver="euler", steps=steps, stage_steps=None, guidance=1.0)
+
+
+def _flop_ratio(models: dict[str, Any], specs: dict[str, Any]) -> float:
+    from bench.metrics.flops import trace_flops
+
+    per_sample = {f: trace_flops(models[f], specs[f]).per_sample_gflops for f in models}
+    return per_sample["lapflow"] / per_sample["lfm"]
+
+
+def sampler_goal(
+    device: torch.device,
+    out: Path,
+    resolutions: list[int],
+    fast_paths: list[str],
+    steps: int = 10,
+    warmup: int = 3,
+    repeats: int = 10,
+    batch_scale: float = 1.0,
+    backbone: dict | None = None,
+) -> dict[tuple[int, str], float]:
+    """time_sampler of LFM and LapFlow per fast path, and their ratio as a `sampler_time_ratio` goal record."""
+    ratios = {}
+    for res in resolutions:
+        batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
+        built = {f: _build(f"{f}-celebahq{res}-l2", res, device, backbone) for f in ("lfm", "lapflow")}
+        models = {f: m.eval() for f, (_, m) in built.items()}
+        specs = {f: _euler(cfg, steps) for f, (cfg, _) in built.items()}
+        flop_ratio = _flop_ratio(models, specs)
+        for fast in fast_paths:
+            tp = TimingProtocol(batch, "sampler", warmup, repeats, "bf16", fast)
+            medians = {}
+            for family, (cfg, model) in built.items():
+                result = time_sampling(model, specs[family], tp)
+                medians[family] = result.stats.median
+                protocol = tp.as_dict(device)
+                _record(cfg, "time_sampler", result.stats.median, "s", protocol, device, _timing_extra(result), out)
+            ratios[(res, fast)] = ratio = medians["lapflow"] / medians["lfm"]
+            extra = {
+                "lapflow_s": medians["lapflow"],
+                "lfm_s": medians["lfm"],
+                "flop_ratio": flop_ratio,
+                "time_per_flop_vs_lfm": ratio / flop_ratio,
+                "steps": steps,
+                **goal(ratio, SAMPLER_RATIO_GOAL, "<="),
+            }
+            protocol = {**tp.as_dict(device), "name": f"{tp.name(device)}-ratio", "nfe": steps}
+            _record(built["lapflow"][0], "sampler_time_ratio", ratio, "x LFM", protocol, device, extra, out)
+        del built, models
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    return ratios
+
+
+def latency_goal(
+    device: torch.device,
+    out: Path,
+    fast_paths: list[str],
+    res: int = 256,
+    families: tuple[str, ...] = ("lapflow", "lfm"),
+    warmup: int = 3,
+    repeats: int = 10,
+    backbone: dict | None = None,
+    nfe: dict[str, int] | None = None,
+) -> dict[tuple[str, str], float]:
+    """Batch-1 time_e2e at the paper's NFE (Euler steps = NFE: the paper's dopri5 NFE on trained weights)."""
+    from bench.metrics.measure import cost_autoencoder
+
+    nfe = nfe or PAPER_NFE
+    medians = {}
+    for family in families:
+        cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)
+        model.eval()
+        autoencoder, note = cost_autoencoder(cfg, device)
+        spec = _euler(cfg, nfe[family])
+        for fast in fast_paths:
+            tp = TimingProtocol(1, "e2e", warmup, repeats, "bf16", fast)
+            result = time_sampling(model, spec, tp, autoencoder)
+            medians[(family, fast)] = result.stats.median
+            extra = {**_timing_extra(result), "decoder_note": note}
+            if family == "lapflow":
+                extra.update(goal(result.stats.median, LATENCY_GOAL_S, "<="))
+            protocol = {**tp.as_dict(device), "nfe": nfe[family], "solver": "euler"}
+            _record(cfg, "time_e2e", result.stats.median, "s", protocol, device, extra, out)
+        del model, autoencoder
+    return medians
+
+
+def training_goal(
+    device: torch.device,
+    out: Path,
+    presets: list[str],
+    batch: int = 64,
+    warmup: int = 10,
+    steps: int = 30,
+    backbone: dict | None = None,
+    compile_backend: str = "inductor",
+    precision: str = "bf16",
+) -> dict[str, float]:
+    """Eager and compiled training of each preset; `train_loss_match` compares their losses step by step."""
+    eager = training_suite(device, out, presets, batch, warmup, steps, False, precision, backbone)
+    compiled = training_suite(device, out, presets, batch, warmup, steps, True, precision, backbone, compile_backend)
+    deviations = {}
+    for preset in presets:
+        a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])
+        rel = ((b - a).abs() / a.abs().clamp_min(1e-12)).max().item()
+        deviations[preset] = rel
+        cfg = resolve(preset=preset)
+        protocol = {
+            "name": f"train-b{batch}-{precision}-compile-vs-eager{'' if device.type == 'cuda' else '-cpu'}",
+            "compile_backend": compile_backend,
+            "batch": batch,
+            "steps": warmup + steps,
+            "tolerance": f"max relative loss difference per step <= {LOSS_TOLERANCE}",
+        }
+        extra = {"eager_losses": eager[preset], "compiled_losses": compiled[preset], **goal(rel, LOSS_TOLERANCE, "<=")}
+        _record(cfg, "train_loss_match", rel, "relative", protocol, device, extra, out)
+    return deviations
+
+
+def fid_throughput(
+    device: torch.device,
+    out: Path,
+    images: torch.Tensor,
+    batch: int,
+    backend: str = "tf",
+    weights: str = "fid",
+) -> float:
+    """Inception feature throughput (images/s) over uint8 `images` [N, H, W, 3]; `weights` = fid | random."""
+    from bench.metrics.fid import make_extractor
+
+    # The FID weights (87 MB) cannot travel to a lent GPU: there, the same network at random init.
+    extractor = make_extractor(backend, device, random_weights=weights == "random")
+    extractor(images[: min(batch, 8)])  # warm-up: kernels, cuDNN autotuning
+    synchronize(device)
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        extractor(images[i : i + batch])
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    rate = len(images) / seconds
+    cfg = resolve(preset="lfm-celebahq128-mini")  # the mini benchmark's FID data: CelebA-HQ at 128 px
+    protocol = {
+        "name": f"fid-features-{backend}-b{batch}-{weights}",
+        "batch": batch,
+        "images": len(images),
+        "resolution": int(images.shape[1]),
+        "backend": backend,
+        "weights": weights,
+    }
+    extra = {"seconds": seconds, "seconds_per_5k": 5000 / rate}
+    _record(cfg, "fid_feature_throughput", rate, "images/s", protocol, device, extra, out)
+    return rate
+
+
+def fid_goal(device: torch.device, out: Path, count: int = 5000, batch: int = 100) -> None:
+    """GPU: feature throughput at batch 250 (random weights, random images). CPU: a whole tf FID of `count` prepared
+    CelebA-HQ 128 px images against the cached reference (features + statistics + Frechet distance), timed."""
+    if device.type == "cuda":
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (count, 128, 128, 3), dtype=torch.uint8, generator=g)
+        fid_throughput(device, out, images, 250, weights="random")
+        return
+    from bench.config import DataConfig
+    from bench.data import load_prepared_images
+    from bench.metrics.fid import compute_stats, fid_from_stats, rebatch, resolve_ref
+    from bench.paths import cache_dir, data_root
+
+    data = DataConfig(dataset="celebahq", res=128, autoencoder="pixel", num_classes=0, flip=False)
+    images, _, _ = load_prepared_images(data, data_root(), cache_dir(), progress=False)
+    chosen = torch.from_numpy(images[:count]).permute(0, 2, 3, 1)  # [N, H, W, 3] uint8
+    ref = resolve_ref("celebahq128", "tf")
+    start = time.perf_counter()
+    stats, _ = compute_stats(rebatch([chosen], batch), ["tf"], device)
+    fid = fid_from_stats(stats["tf"], ref)
+    seconds = time.perf_counter() - start
+    cfg = resolve(preset="lfm-celebahq128-mini")
+    protocol = {
+        "name": f"fid-wall-tf-{len(chosen)}-celebahq128-cpu",
+        "images": len(chosen),
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "what": "prepared CelebA-HQ images stand in for samples (cost does not depend on content)",
+        "reportable": False,
+    }
+    per_5k = seconds * 5000 / len(chosen)
+    extra = {"fid_vs_reference": fid, "seconds_per_5k": per_5k, **goal(per_5k, FID_CPU_GOAL_S, "<=")}
+    _record(cfg, "fid_wall", seconds, "s", protocol, device, extra, out)

@@ -1,0 +1,112 @@
+"""Where the time goes: torch.profiler tables and GPU-busy fractions for the calls behind the performance goals.
+
+For each named call: the wall time without the profiler (median of a few), the summed duration of its GPU kernels
+and their number (from one profiled call), so `gpu_busy` = kernel time / wall time tells launch- or Python-bound
+calls (busy << 1) from GPU-bound ones (busy ~ 1). The top kernels/operators go to `<name>.txt` beside the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from bench.config import RunConfig
+from bench.metrics.timing import synchronize
+from bench.perf import LAYOUT_BATCH, _build, _record, make_train_step
+from bench.runtime import autocast
+
+ROW_LIMIT = 30
+
+
+def _wall(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def profile_call(
+    fn: Callable[[], Any], device: torch.device, table_path: Path, repeats: int = 5, warmup: int = 4
+) -> dict[str, Any]:
+    """Warm `fn` (compilation, graph capture), time it, profile one call; writes the operator table."""
+    for _ in range(warmup):
+        fn()
+    wall = _wall(fn, device, repeats)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        synchronize(device)
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+    kernel_s = sum(e.time_range.elapsed_us() for e in kernels) / 1e6
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text(prof.key_averages().table(sort_by=sort, row_limit=ROW_LIMIT) + "\n")
+    return {
+        "wall_s": wall,
+        "gpu_kernel_s": kernel_s,
+        "gpu_busy": kernel_s / wall if device.type == "cuda" else None,
+        "kernels": len(kernels),
+        "table": table_path.name,
+    }
+
+
+def _forward_calls(cfg: RunConfig, model: Any, batch: int, precision: str) -> dict[str, Callable[[], Any]]:
+    """One network forward per distinct sampling call of the model (LapFlow: one per segment), batch `batch`."""
+    spec = dataclasses.replace(cfg.sample, solver="euler", steps=24, stage_steps=None)
+    calls = {}
+    for call in model.flop_trace(spec):
+        inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() if torch.is_tensor(x) else x for x in call.inputs)
+
+        def run(m: Any = call.module, a: tuple = inputs) -> Any:
+            with torch.inference_mode(), autocast(model.device, precision):
+                return m(*a)
+
+        calls[f"{call.name}-{call.tokens}tok"] = run
+    return calls
+
+
+def profile_suite(
+    device: torch.device,
+    out: Path,
+    res: int = 256,
+    families: tuple[str, ...] = ("lfm", "lapflow"),
+    batches: tuple[int, ...] | None = None,
+    training: bool = True,
+    compile_backend: str | None = "inductor",
+    backbone: dict | None = None,
+) -> list[Path]:
+    """Profile every sampling forward (eager, bf16) at each batch size, and one (compiled) training step."""
+    batches = batches or (LAYOUT_BATCH[res], 1)
+    paths = []
+    for family in families:
+        cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)
+        model.eval()
+        for batch in batches:
+            for name, fn in _forward_calls(cfg, model, batch, "bf16").items():
+                label = f"{family}-{res}-forward-{name}-b{batch}"
+                summary = profile_call(fn, device, out / "profiles" / f"{label}.txt")
+                protocol = {"name": f"profile-forward-b{batch}-bf16-eager", "batch": batch, "call": name}
+                paths.append(_record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
+        if training:
+            model.train()
+            step = make_train_step(model, cfg, device, compile_backend, "bf16")
+            x = torch.randn(64, *model.latent_shape, device=device)
+            label = f"{family}-{res}-train-b64-{'compiled' if compile_backend else 'eager'}"
+            torch.manual_seed(0)
+            summary = profile_call(lambda s=step, x=x: s(x), device, out / "profiles" / f"{label}.txt")
+            protocol = {"name": f"profile-train-b64-bf16-{compile_backend or 'eager'}", "batch": 64}
+            paths.append(_record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
+        del model
+    return paths
