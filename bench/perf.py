@@ -244,7 +244,9 @@ def make_train_step(
     )
     loss_fn: Any = LossModule(model)
     if compile_backend:
-        loss_fn = torch.compile(loss_fn, backend=compile_backend)
+        # fallback_random: inductor draws t and the noise with eager's RNG, so both paths see the same numbers.
+        options = {"fallback_random": True} if compile_backend == "inductor" else None
+        loss_fn = torch.compile(loss_fn, backend=compile_backend, options=options)
 
     def step(x: torch.Tensor) -> torch.Tensor:
         with autocast(device, precision):
