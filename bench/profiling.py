@@ -101,7 +101,7 @@ def profile_suite(
                 paths.append(_record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
         # Multi-stage families draw a stage per step (different shapes per call): one profiled call would not
         # represent the median step, so only single-stage training steps are profiled.
-        if training and not model.may_skip_parameters:
+        if training and not getattr(model, "may_skip_parameters", False):
             model.train()
             step = make_train_step(model, cfg, device, compile_backend, "bf16")
             x = torch.randn(64, *model.latent_shape, device=device)
