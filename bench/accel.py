@@ -73,16 +73,21 @@ class GraphedNetwork(nn.Module):
     def _capture(self, leaves: list[Any], spec: pytree.TreeSpec) -> _Captured:
         static = [x.clone() if isinstance(x, Tensor) else x for x in leaves]
         args = pytree.tree_unflatten(static, spec)
+        enabled, dtype = _autocast_state()
+
+        def cast_in_graph() -> torch.autocast:
+            # Autocast's weight-cast cache would keep tensors of the graph's pool alive past capture: cast in-graph.
+            # Warm-ups use the same setting, so a compiled network's guards match and nothing compiles in capture.
+            return torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False)
+
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(side), cast_in_graph():
             for _ in range(GRAPH_WARMUP_CALLS):
                 self.inner(*args)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        enabled, dtype = _autocast_state()
-        # Autocast's weight-cast cache would keep tensors of the graph's pool alive past capture: cast in-graph.
-        with torch.autocast("cuda", dtype=dtype, enabled=enabled, cache_enabled=False), torch.cuda.graph(graph):
+        with cast_in_graph(), torch.cuda.graph(graph):
             outputs = self.inner(*args)
         return _Captured(graph, [x for x in static if isinstance(x, Tensor)], outputs)
 
