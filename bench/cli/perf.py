@@ -104,6 +104,9 @@ def goals_command(
     batch_scale: float = 1.0,
     warmup: int = 3,
     repeats: int = 10,
+    train_presets: Annotated[str, typer.Option(help="Presets of the training goal.")] = (
+        "lfm-celebahq256-l2,lapflow-celebahq256-l2"
+    ),
     fid_images: Annotated[int, typer.Option(help="Images of the FID goal (CPU: prepared CelebA-HQ 128 px).")] = 5000,
     out: OutOpt = None,
     tiny: TinyOpt = False,
@@ -127,6 +130,6 @@ def goals_command(
     if "latency" in wanted:
         latency_goal(device, folder, latency_paths, warmup=warmup, repeats=repeats, backbone=backbone)
     if "training" in wanted:
-        training_goal(device, folder, ["lfm-celebahq256-l2", "lapflow-celebahq256-l2"], backbone=backbone)
+        training_goal(device, folder, split_list(train_presets), backbone=backbone)
     if "fid" in wanted:
         fid_goal(device, folder, fid_images)
