@@ -120,7 +120,7 @@ def goals_command(
     device, folder = _setup(out)
     wanted = split_list(suites, ("sampler", "latency", "training", "fid", "profile"), "suite")
     fast_paths, latency_paths = split_list(fast), split_list(latency_fast)
-    for f in fast_paths + latency_paths:
+    for f in fast_paths * ("sampler" in wanted) + latency_paths * ("latency" in wanted):
         check_fast_path(f, device)
     backbone = TINY_BACKBONE if tiny else None
     if "profile" in wanted:
