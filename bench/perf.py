@@ -236,7 +236,7 @@ def make_train_step(
     """THE training step on a batch of latents (forward, backward, fused AdamW, EMA); returns the detached loss."""
     import copy
 
-    from bench.train import LossModule, update_ema
+    from bench.train import LossModule, compile_loss, update_ema
 
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(
@@ -244,9 +244,7 @@ def make_train_step(
     )
     loss_fn: Any = LossModule(model)
     if compile_backend:
-        # fallback_random: inductor draws t and the noise with eager's RNG, so both paths see the same numbers.
-        options = {"fallback_random": True} if compile_backend == "inductor" else None
-        loss_fn = torch.compile(loss_fn, backend=compile_backend, options=options)
+        loss_fn = compile_loss(loss_fn, compile_backend)
 
     def step(x: torch.Tensor) -> torch.Tensor:
         with autocast(device, precision):

@@ -140,7 +140,7 @@ def read_record(path: Path) -> Record:
 
 
 # Folders under results/ that hold no result records: the paper's numbers and raw provenance files of GPU runs.
-NON_RECORD_FOLDERS = ("paper", "provenance")
+NON_RECORD_FOLDERS = ("paper", "provenance", "anchors")
 
 
 def record_paths(results_dir: Path, exclude: tuple[str, ...] = NON_RECORD_FOLDERS) -> list[Path]:

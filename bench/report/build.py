@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.report import plots, render
+from bench.report.goals import goals_table
 from bench.report.paper import PaperData, load_paper
 from bench.report.select import SPECS_BY_ID
 from bench.report.tables import Loaded, Table, comparison_tables, other_table, performance_tables
@@ -107,6 +108,8 @@ def generate(
     check_paper(paper)
     report = Report(records=records, with_plots=with_plots)
     report.tables = comparison_tables(records, paper) + performance_tables(records, paper)
+    goals = goals_table(records, Path(results_dir))
+    report.tables += [goals] if goals else []
     placed = {id(item) for table in report.tables for item in table.placed}
     other = other_table(records, placed)
     report.tables += [other] if other else []
