@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from bench.config import resolve
@@ -230,7 +231,7 @@ def fid_goal(device: torch.device, out: Path, count: int = 5000, batch: int = 10
 
     data = DataConfig(dataset="celebahq", res=128, autoencoder="pixel", num_classes=0, flip=False)
     images, _, _ = load_prepared_images(data, data_root(), cache_dir(), progress=False)
-    chosen = torch.from_numpy(images[:count]).permute(0, 2, 3, 1)  # [N, H, W, 3] uint8
+    chosen = torch.from_numpy(np.array(images[:count])).permute(0, 2, 3, 1)  # [N, H, W, 3] uint8, writable
     ref = resolve_ref("celebahq128", "tf")
     start = time.perf_counter()
     stats, _ = compute_stats(rebatch([chosen], batch), ["tf"], device)

@@ -22,6 +22,14 @@ def one_thread() -> None:
 
 
 @pytest.fixture(autouse=True)
+def seeded() -> None:
+    """Every test starts from the same global RNG state, whatever ran before it (statistical checks stay stable)."""
+    import torch
+
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
 def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path_factory.mktemp("bench-env")
     monkeypatch.setenv("BENCH_CACHE_DIR", str(root / "cache"))

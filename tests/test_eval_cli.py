@@ -57,8 +57,10 @@ def test_run_writes_flops_time_and_nfe_records(tmp_path: Path) -> None:
         (["run", "lfm", "--res", "96"], "no single CelebA-HQ 96 px preset"),
         (["fid-features", "missing.npy", "--ref", "celebahq128"], "does not exist"),
         (["run", "lfm", "--preset", "lfm-tiny", "--metrics", "time", "--fast", "jit"], "Unknown fast path 'jit'"),
-        (["run", "lfm", "--preset", "lfm-tiny", "--metrics", "time", "--fast", "graph", "--device", "cpu"],
-         "needs a CUDA device"),  # fmt: skip
+        (
+            ["run", "lfm", "--preset", "lfm-tiny", "--metrics", "time", "--fast", "graph", "--device", "cpu"],
+            "needs a CUDA device",
+        ),
     ],
 )
 def test_bad_input_is_one_sentence(args: list[str], message: str) -> None:

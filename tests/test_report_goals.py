@@ -37,7 +37,8 @@ def _rows(results: Path) -> dict[tuple[str, str], dict[str, str]]:
     report = generate(results, results / "no-runs", with_plots=False)
     (table,) = [t for t in report.tables if t.id == "performance-goals"]
     assert not any(t.id == "other" for t in report.tables)  # every goal record has its place
-    return {(row[0].text, row[1].text): dict(zip(table.headers, (c.text for c in row))) for row in table.rows}
+    rows = [dict(zip(table.headers, (c.text for c in row), strict=True)) for row in table.rows]
+    return {(row["What"], row["Method"]): row for row in rows}
 
 
 @pytest.mark.parametrize(("official", "met"), [(0.001, "yes"), (1e9, "no")])

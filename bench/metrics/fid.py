@@ -340,7 +340,7 @@ def reference_stats(
     todo = [b for b, p in paths.items() if save_features is not None or not _ref_is_current(p, source_hash)]
     if todo:
         batches = (
-            torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]).transpose(0, 2, 3, 1))
+            torch.from_numpy(np.array(images[i : i + batch_size]).transpose(0, 2, 3, 1))  # a writable copy
             for i in range(0, len(images), batch_size)
         )
         stats, features = compute_stats(batches, todo, device, cache, save_features is not None, progress)
