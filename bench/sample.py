@@ -45,21 +45,28 @@ def generate(
     precision: str = "auto",
     autoencoder: torch.nn.Module | None = None,
     labels: Tensor | None = None,
+    fast: str = "eager",
 ) -> Iterator[SampleBatch]:
-    """Yield batches of samples for `seeds` in order; labels default to balanced classes by seed."""
+    """Yield batches of samples for `seeds` in order; labels default to balanced classes by seed.
+
+    `fast` runs the network on a bench.accel fast path (`graph` gives the eager samples exactly).
+    """
+    from bench.accel import accelerated
+
     device = model.device
     model.eval()
-    for start in range(0, len(seeds), batch_size):
-        chunk = [int(s) for s in seeds[start : start + batch_size]]
-        randn_like = per_sample_randn_like(chunk, device)
-        noise = randn_like(torch.empty(len(chunk), *model.latent_shape, device=device))
-        y = labels[start : start + len(chunk)] if labels is not None else balanced_labels(chunk, model.num_classes)
-        y = y.to(device) if y is not None else None
-        with torch.inference_mode(), autocast(device, precision):
-            out = model.sample(noise, y, spec, randn_like)
-            latents = out.latents.float()
-            images = quantize(autoencoder.decode(latents)).cpu() if autoencoder is not None else None
-        yield SampleBatch(chunk, latents.cpu(), images, y.cpu() if y is not None else None, out.nfe)
+    with accelerated(model, fast):
+        for start in range(0, len(seeds), batch_size):
+            chunk = [int(s) for s in seeds[start : start + batch_size]]
+            randn_like = per_sample_randn_like(chunk, device)
+            noise = randn_like(torch.empty(len(chunk), *model.latent_shape, device=device))
+            y = labels[start : start + len(chunk)] if labels is not None else balanced_labels(chunk, model.num_classes)
+            y = y.to(device) if y is not None else None
+            with torch.inference_mode(), autocast(device, precision):
+                out = model.sample(noise, y, spec, randn_like)
+                latents = out.latents.float()
+                images = quantize(autoencoder.decode(latents)).cpu() if autoencoder is not None else None
+            yield SampleBatch(chunk, latents.cpu(), images, y.cpu() if y is not None else None, out.nfe)
 
 
 def save_png(images: Tensor, seeds: Sequence[int], out_dir: Path) -> list[Path]:

@@ -54,6 +54,8 @@ def test_dry_run_prints_resolved_config():
         (["train", "--preset", "lfm-tiny", "--res", "60", "--autoencoder", "taesd"], "not divisible"),
         (["train", "--preset", "lfm-tiny", "--autoencoder", "sd-vae-ft-mse"], "sd-vae-ft-mse"),
         (["sample", "/nonexistent/run"], "not a run directory"),
+        (["sample", "/nonexistent/run", "--fast", "graph"], "graph.*needs a CUDA device"),
+        (["sample", "/nonexistent/run", "--fast", "turbo"], "Unknown fast path 'turbo'"),
     ],
 )
 def test_bad_input_is_one_sentence_and_nonzero_exit(args, message, tmp_path, monkeypatch):

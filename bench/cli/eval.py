@@ -178,7 +178,7 @@ def run_command(
     warmup: Annotated[int, typer.Option(help="Timing warm-up calls (protocol: >= 3).")] = 3,
     repeats: Annotated[int, typer.Option(help="Timed repeats (protocol: >= 10).")] = 10,
     precision: Annotated[str | None, typer.Option(help="auto | fp32 | bf16 (default: the config's).")] = None,
-    fast: Annotated[str, typer.Option(help="Timing fast path: eager, graph, compile, compile-graph.")] = "eager",
+    fast: Annotated[str, typer.Option(help="Sampling fast path (time, fid): eager, graph, compile(-graph).")] = "eager",
     save_features: FeatOpt = None,
     device: DeviceOpt = None,
     out: OutOpt = None,
@@ -193,7 +193,7 @@ def run_command(
         raise BenchError("FID needs trained weights: pass --run-dir with a checkpoint.")
     targets = build_targets(model, all_, preset, res_list, run_dir)
     dev, folder = _device(device), results_dir(out)
-    if "time" in wanted:
+    if {"time", "fid"} & set(wanted):
         from bench.accel import check_fast_path
 
         check_fast_path(fast, dev)
@@ -217,7 +217,8 @@ def run_command(
             if "fid" in wanted:
                 from bench.metrics.measure import run_fid
 
-                run_fid(ctx, fid_request(target.cfg, protocol, backend, num_samples, ref, batch_size, save_features))
+                req = fid_request(target.cfg, protocol, backend, num_samples, ref, batch_size, save_features)
+                run_fid(ctx, dataclasses.replace(req, fast=fast))
 
 
 @app.command("ref-stats")

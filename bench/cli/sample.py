@@ -23,6 +23,9 @@ def sample_command(
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN_DIR/samples/seeds-A-B).")] = None,
     latents: Annotated[bool, typer.Option("--latents", help="Write latents (.safetensors) instead of PNGs.")] = False,
     batch_size: Annotated[int, typer.Option(help="Samples per forward batch (results do not depend on it).")] = 64,
+    fast: Annotated[str, typer.Option(help="eager, graph (CUDA graphs: same samples), compile, compile-graph.")] = (
+        "eager"
+    ),
     weights: Annotated[str, typer.Option(help="ema or model.")] = "ema",
     set_: SetOpt = None,
     grid: Annotated[bool, typer.Option(help="Also write grid.png of the samples.")] = False,
@@ -34,6 +37,7 @@ def sample_command(
     """Sample seeds from RUN_DIR's latest checkpoint; under torchrun each process takes every world-th seed."""
     import dataclasses
 
+    from bench.accel import check_fast_path
     from bench.autoencoders import load_autoencoder
     from bench.checkpoint import load_run
     from bench.config import from_dict, merge, parse_set, to_dict
@@ -46,6 +50,7 @@ def sample_command(
     class_list = parse_classes(classes) if classes else None
     info = init_distributed(device_name())
     try:
+        check_fast_path(fast, info.device)
         model, cfg = load_run(run_dir, weights, info.device)
         spec_values = to_dict(cfg.sample)
         for s in set_ or []:
@@ -63,7 +68,7 @@ def sample_command(
             else load_autoencoder(cfg.data.autoencoder, device=info.device, path=cfg.data.autoencoder_path)
         )
         written, images = 0, []
-        for batch in generate(model, mine, spec, batch_size, cfg.train.precision, ae):
+        for batch in generate(model, mine, spec, batch_size, cfg.train.precision, ae, fast=fast):
             if latents:
                 save_latents(batch, out_dir, cfg)
             else:

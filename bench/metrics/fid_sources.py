@@ -18,14 +18,21 @@ from bench.metrics.inception import FEATURE_DIM
 
 
 def model_batches(
-    model: object, seeds: list[int], spec: object, autoencoder: object, batch_size: int, precision: str, nfe: list[int]
+    model: object,
+    seeds: list[int],
+    spec: object,
+    autoencoder: object,
+    batch_size: int,
+    precision: str,
+    nfe: list[int],
+    fast: str = "eager",
 ) -> Iterator[Tensor]:
     """uint8 images of `seeds` generated and decoded batch by batch (per-sample seeds: batch size does not matter)."""
     from bench.sample import generate
 
     if autoencoder is None:
         raise BenchError("FID from a model needs its autoencoder to decode the samples.")
-    for batch in generate(model, seeds, spec, batch_size, precision, autoencoder):
+    for batch in generate(model, seeds, spec, batch_size, precision, autoencoder, fast=fast):
         nfe.append(batch.nfe)
         yield batch.images
 

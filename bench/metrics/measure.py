@@ -192,6 +192,7 @@ class FidRequest:
     ref: str  # reference name (celebahq128) or .npz path
     batch_size: int
     save_features: Path | None = None  # PREFIX: features saved as PREFIX-<backend>.npy
+    fast: str = "eager"  # sampling fast path (bench.accel); recorded in the protocol unless eager
 
 
 def run_fid(ctx: Context, req: FidRequest) -> None:
@@ -204,7 +205,7 @@ def run_fid(ctx: Context, req: FidRequest) -> None:
     decoder = load_autoencoder(cfg.data.autoencoder, device=ctx.device, path=cfg.data.autoencoder_path)
     nfe: list[int] = []
     seeds = list(range(req.num_samples))
-    batches = model_batches(ctx.model, seeds, ctx.spec, decoder, req.batch_size, ctx.precision, nfe)
+    batches = model_batches(ctx.model, seeds, ctx.spec, decoder, req.batch_size, ctx.precision, nfe, req.fast)
     keep = req.save_features is not None
     stats, feats = compute_stats(batches, req.backends, ctx.device, keep_features=keep, progress=True)
     fields = {"sampling": {"nfe": sum(nfe) / len(nfe)}, "seeds": {"start": 0, "count": req.num_samples}}
@@ -226,6 +227,8 @@ def write_fid_records(stats: dict, feats: dict, req: FidRequest, make: Any, out:
         if protocol.num_samples != req.num_samples:
             raise BenchError(f"Scored {protocol.num_samples} samples, not the {req.num_samples} asked for.")
         proto = {**protocol.as_dict(), "reference_stats": ref_meta}
+        if req.fast != "eager":
+            proto["fast_path"] = req.fast
         emit(make(protocol.metric, value, "", proto, {"inception_score": INCEPTION_SCORE_NOTE}), out)
 
 
