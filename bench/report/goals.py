@@ -30,6 +30,7 @@ GOAL_LABELS = {
     "train_loss_match": "Compiled loss curve = eager",
     "fid_wall": "FID-5k at 128 px on this CPU",
 }
+MODEL_FREE = {"fid_wall", "fid_feature_throughput"}
 HEADERS = ["What", "Method", "Res", "Protocol", "GPU", "Measured", "Unit", "Threshold", "Anchor", "Met", "Notes"]
 
 
@@ -70,7 +71,8 @@ def _met(met: bool | None) -> Cell:
 def _row(goal: str, item: Loaded, value: float | None, unit: str, threshold: str, anchor: str, met: bool | None,
          notes: str) -> list[Cell]:  # fmt: skip
     r = item.record
-    label = [Cell(goal), Cell(method_label(r.model)), Cell(str(r.resolution)), Cell(r.protocol_name)]
+    method = "(any)" if r.metric in MODEL_FREE else method_label(r.model)  # scored images, not a model
+    label = [Cell(goal), Cell(method), Cell(str(r.resolution)), Cell(r.protocol_name)]
     return [*label, Cell(_gpu(r)), _num(value), Cell(unit), Cell(threshold), Cell(anchor), _met(met), Cell(notes)]
 
 
