@@ -112,7 +112,9 @@ def test_cuda_graphs_replay_the_eager_sampler(family: str, solver: str) -> None:
 def test_inductor_with_cuda_graphs_matches_eager(family: str, precision: str) -> None:
     device = _cuda()
     if family == "dit" and precision == "bf16":
-        pytest.skip("DDPM in bf16 amplifies rounding at x0 clipping; fp32 checks the compiled DiT")
+        # On the H200, 27 of 2304 values of the 6-step stochastic DDPM trajectory left the bf16 tolerance (up to 1.19);
+        # the fp32 case checks the compiled DiT network itself at 1e-4.
+        pytest.skip("bf16 DDPM trajectories of the compiled DiT leave the tolerance; fp32 covers it")
     torch._dynamo.reset()
     model, spec = build(family).to(device), tiny_spec(family)
     eager = sample(model, spec, device, precision)
