@@ -111,7 +111,8 @@ def sampler_goal(
             protocol = {**tp.as_dict(device), "name": f"{tp.name(device)}-ratio", "nfe": steps}
             _record(built["lapflow"][0], "sampler_time_ratio", ratio, "x LFM", protocol, device, extra, out)
         del built, models
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the next resolution's models start from a clean pool
     return ratios
 
 
