@@ -176,7 +176,7 @@ def train(
 
     if not dist_info.is_main:
         barrier()  # rank 0 prepares (verifies, caches latents) first; the others then read its cache
-    data = load_training_data(cfg.data, data_root, cache_dir, device="cpu")
+    data = load_training_data(cfg.data, data_root, cache_dir, device="cpu", progress=progress)
     if dist_info.is_main:
         barrier()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

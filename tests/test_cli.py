@@ -69,3 +69,12 @@ def test_bad_input_is_one_sentence_and_nonzero_exit(args, message, tmp_path, mon
     assert re.search(message, result.output, re.S), result.output
     assert result.output.strip().startswith("error:") and result.output.strip().count("\n") == 0
     assert not list((tmp_path.parent).glob("**/runs/*/config.yaml")) or "sample" in args
+
+
+def test_rerunning_a_finished_run_says_so() -> None:
+    args = ("train", "--preset", "lfm-tiny", "--res", "16", "--name", "twice", "--no-progress")
+    sets = ("--set", "train.total_images=8", "--set", "train.batch_size=4", "--set", "train.sample_every=0")
+    first, second = invoke(*args, *sets), invoke(*args, *sets)
+    assert first.exit_code == 0 and first.output.startswith("done: 8 images, 2 steps, last loss "), first.output
+    assert second.exit_code == 0 and second.output.startswith("already complete"), second.output
+    assert "last loss" not in second.output

@@ -47,8 +47,12 @@ def train_command(
     finally:
         shutdown()
     if info.is_main:
-        status = "interrupted (checkpoint written; rerun to resume)" if result.interrupted else "done"
-        typer.echo(
-            f"{status}: {result.state.images_seen} images, {result.state.step} steps, "
-            f"last loss {result.last_loss:.4f}, run dir {result.run_dir}"
-        )
+        if result.interrupted:
+            status = "interrupted (checkpoint written; rerun to resume)"
+        elif result.last_loss != result.last_loss:  # NaN: no step ran in this call
+            status = "already complete (remove the run directory or pass --name to train again)"
+        else:
+            status = "done"
+        loss = "" if result.last_loss != result.last_loss else f"last loss {result.last_loss:.4f}, "
+        counts = f"{result.state.images_seen} images, {result.state.step} steps"
+        typer.echo(f"{status}: {counts}, {loss}run dir {result.run_dir}")
