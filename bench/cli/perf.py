@@ -107,6 +107,7 @@ def goals_command(
     train_presets: Annotated[str, typer.Option(help="Presets of the training goal.")] = (
         "lfm-celebahq256-l2,lapflow-celebahq256-l2"
     ),
+    fid_backends: Annotated[str, typer.Option(help="FID backends of the CPU FID goal (tf, clean).")] = "tf",
     fid_images: Annotated[int, typer.Option(help="Images of the FID goal (CPU: prepared CelebA-HQ 128 px).")] = 5000,
     out: OutOpt = None,
     tiny: TinyOpt = False,
@@ -132,4 +133,6 @@ def goals_command(
     if "training" in wanted:
         training_goal(device, folder, split_list(train_presets), backbone=backbone)
     if "fid" in wanted:
-        fid_goal(device, folder, fid_images)
+        from bench.metrics.protocols import FID_BACKENDS
+
+        fid_goal(device, folder, fid_images, backends=tuple(split_list(fid_backends, tuple(FID_BACKENDS), "backend")))
