@@ -43,8 +43,11 @@ def _record(
     device: torch.device,
     extra: dict,
     out: Path,
+    sampling: dict | None = None,
 ) -> Path:
-    rec = run_record(cfg, metric, value, unit, protocol, environment=environment(device), extra=extra)
+    rec = run_record(
+        cfg, metric, value, unit, protocol, environment=environment(device), extra=extra, sampling=sampling or {}
+    )
     path = write_record(rec, out)
     shown = "n/a" if value is None else f"{value:.6g}"
     print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {shown} {unit}")
@@ -68,6 +71,29 @@ def _build(
     with torch.device(device):  # initialise on the target device: paper-size models build in seconds on a GPU
         model = MODELS.load(cfg.family)(cfg.model, latent_shape(cfg.data.autoencoder, res), cfg.data.num_classes)
     return cfg, model.to(device)
+
+
+def fixed_step_spec(cfg: RunConfig) -> Any:
+    """The preset's sampler with fixed steps (dopri5 -> Euler), so flop_trace knows every call and its count;
+    24 steps divide evenly over 2, 3 and 4 scales/stages."""
+    solver = "euler" if cfg.sample.solver == "dopri5" else cfg.sample.solver
+    return dataclasses.replace(cfg.sample, solver=solver, steps=24, stage_steps=None)
+
+
+def forward_calls(model: Any, cfg: RunConfig, batch: int, precision: str) -> list[tuple[Any, Callable[[], Any]]]:
+    """Each distinct network call of sampling (LapFlow: one per segment) with its inputs at `batch`, as a
+    no-argument inference forward."""
+    model.eval()
+    out = []
+    for call in model.flop_trace(fixed_step_spec(cfg)):
+        inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() if torch.is_tensor(x) else x for x in call.inputs)
+
+        def run(m: Any = call.module, a: tuple = inputs) -> Any:
+            with torch.inference_mode(), autocast(model.device, precision):
+                return m(*a)
+
+        out.append((call, run))
+    return out
 
 
 def attention_suite(
@@ -144,17 +170,8 @@ def forward_suite(
         batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
         for family, overrides in variants:
             cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone, **overrides)
-            solver = "euler" if cfg.sample.solver == "dopri5" else cfg.sample.solver
-            calls = model.flop_trace(dataclasses.replace(cfg.sample, solver=solver, steps=24, stage_steps=None))
-            call = max(calls, key=lambda c: c.tokens)  # all scales / the final stage
-            inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() if torch.is_tensor(x) else x for x in call.inputs)
-            model.eval()
-
-            def run(_s: Any, m: Any = call.module, a: tuple = inputs) -> Any:
-                with torch.inference_mode(), autocast(device, precision):
-                    return m(*a)
-
-            stats = measure(lambda: None, run, device, warmup, repeats)
+            call, run = max(forward_calls(model, cfg, batch, precision), key=lambda c: c[0].tokens)  # all scales
+            stats = measure(lambda: None, lambda _s, f=run: f(), device, warmup, repeats)
             variant = overrides.get("attention", "dense")
             protocol = {
                 "name": f"forward-b{batch}-{precision}{_device_token(device)}",
@@ -186,10 +203,9 @@ def training_suite(
     batch: int = 64,
     warmup: int = 10,
     steps: int = 30,
-    compile_: bool = False,
+    compile_backend: str | None = None,
     precision: str = "bf16",
     backbone: dict | None = None,
-    compile_backend: str = "inductor",
 ) -> dict[str, list[float]]:
     """Images/s of THE training step (forward, backward, AdamW, EMA) on random latents, with MFU from fvcore counts.
 
@@ -199,18 +215,18 @@ def training_suite(
     losses = {}
     for preset in presets:
         cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
-        compiler = compile_backend if compile_ else None
-        elapsed, losses[preset] = _timed_training(model, cfg, device, batch, warmup, steps, compiler, precision)
+        elapsed, losses[preset] = _timed_training(model, cfg, device, batch, warmup, steps, compile_backend, precision)
         images_per_s = batch * steps / elapsed
         train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
         achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
         peak = peak_tflops(device)
-        name = f"train-b{batch}-{precision}{'-compile' if compile_ else ''}{_device_token(device)}"
+        name = f"train-b{batch}-{precision}{'-compile' if compile_backend else ''}{_device_token(device)}"
         protocol = {
             "name": name,
             "batch": batch,
             "precision": precision,
-            "compile": compile_,
+            "compile": compile_backend is not None,
+            "compile_backend": compile_backend,
             "warmup_steps": warmup,
             "timed_steps": steps,
             "optimizer": "AdamW (fused on CUDA)",
@@ -288,7 +304,5 @@ def _mean_forward_gflops(model: Any, cfg: RunConfig) -> float:
     multi-scale family trains its stages/scale sets with equal probability (LapFlow, Pyramidal Flow)."""
     from bench.metrics.flops import count_flops
 
-    solver = "euler" if cfg.sample.solver == "dopri5" else cfg.sample.solver  # fixed steps: call counts are known
-    spec = dataclasses.replace(cfg.sample, solver=solver, steps=24, stage_steps=None)  # 24: divisible by 2, 3, 4
-    calls = model.flop_trace(spec)
+    calls = model.flop_trace(fixed_step_spec(cfg))
     return sum(count_flops(c.module, c.inputs) for c in calls) / len(calls)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from bench.config import resolve
-from bench.metrics.timing import TimingProtocol, TimingResult, synchronize, time_sampling
+from bench.metrics.timing import TimingProtocol, synchronize, time_sampling
 from bench.perf import LAYOUT_BATCH, _build, _record, training_suite
 
 # Issue "Performance" thresholds: metric -> (value, "<=" or ">=").
@@ -35,19 +35,6 @@ LOSS_TOLERANCE = 0.02  # compiled vs eager training loss, relative, per step (bf
 def goal(value: float | None, threshold: float, direction: str) -> dict[str, Any]:
     met = None if value is None else (value <= threshold if direction == "<=" else value >= threshold)
     return {"goal": {"threshold": threshold, "direction": direction}, "met": met}
-
-
-def _timing_extra(result: TimingResult) -> dict[str, Any]:
-    s = result.stats
-    return {
-        "p10": s.p10,
-        "p90": s.p90,
-        "times": s.times,
-        "nfe": result.nfe,
-        "images_per_s": result.images_per_second,
-        "first_call_s": result.first_call_s,
-        "max_abs_diff_vs_eager": result.max_abs_diff_vs_eager,
-    }
 
 
 def _nontrivial(model: Any) -> Any:
@@ -98,7 +85,8 @@ def sampler_goal(
                 result = time_sampling(model, specs[family], tp)
                 medians[family] = result.stats.median
                 protocol = tp.as_dict(device)
-                _record(cfg, "time_sampler", result.stats.median, "s", protocol, device, _timing_extra(result), out)
+                nfe = {"nfe": result.nfe}
+                _record(cfg, "time_sampler", result.stats.median, "s", protocol, device, result.extra(), out, nfe)
             ratios[(res, fast)] = ratio = medians["lapflow"] / medians["lfm"]
             extra = {
                 "lapflow_s": medians["lapflow"],
@@ -141,11 +129,11 @@ def latency_goal(
             tp = TimingProtocol(1, "e2e", warmup, repeats, "bf16", fast)
             result = time_sampling(model, spec, tp, autoencoder)
             medians[(family, fast)] = result.stats.median
-            extra = {**_timing_extra(result), "decoder_note": note}
+            extra = {**result.extra(), "decoder_note": note}
             if family == "lapflow":
                 extra.update(goal(result.stats.median, LATENCY_GOAL_S, "<="))
             protocol = {**tp.as_dict(device), "nfe": nfe[family], "solver": "euler"}
-            _record(cfg, "time_e2e", result.stats.median, "s", protocol, device, extra, out)
+            _record(cfg, "time_e2e", result.stats.median, "s", protocol, device, extra, out, {"nfe": result.nfe})
         del model, autoencoder
     return medians
 
@@ -162,8 +150,8 @@ def training_goal(
     precision: str = "bf16",
 ) -> dict[str, float]:
     """Eager and compiled training of each preset; `train_loss_match` compares their losses step by step."""
-    eager = training_suite(device, out, presets, batch, warmup, steps, False, precision, backbone)
-    compiled = training_suite(device, out, presets, batch, warmup, steps, True, precision, backbone, compile_backend)
+    eager = training_suite(device, out, presets, batch, warmup, steps, None, precision, backbone)
+    compiled = training_suite(device, out, presets, batch, warmup, steps, compile_backend, precision, backbone)
     deviations = {}
     for preset in presets:
         a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])

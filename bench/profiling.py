@@ -7,9 +7,6 @@ calls (busy << 1) from GPU-bound ones (busy ~ 1). The top kernels/operators go t
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,32 +15,17 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from bench.config import RunConfig
-from bench.metrics.timing import synchronize
-from bench.perf import LAYOUT_BATCH, _build, _record, make_train_step
-from bench.runtime import autocast
+from bench.metrics.timing import measure, synchronize
+from bench.perf import LAYOUT_BATCH, _build, _record, forward_calls, make_train_step
 
 ROW_LIMIT = 30
-
-
-def _wall(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def profile_call(
     fn: Callable[[], Any], device: torch.device, table_path: Path, repeats: int = 5, warmup: int = 4
 ) -> dict[str, Any]:
     """Warm `fn` (compilation, graph capture), time it, profile one call; writes the operator table."""
-    for _ in range(warmup):
-        fn()
-    wall = _wall(fn, device, repeats)
+    wall = measure(lambda: None, lambda _s: fn(), device, warmup, repeats).median
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         fn()
@@ -60,21 +42,6 @@ def profile_call(
         "kernels": len(kernels),
         "table": table_path.name,
     }
-
-
-def _forward_calls(cfg: RunConfig, model: Any, batch: int, precision: str) -> dict[str, Callable[[], Any]]:
-    """One network forward per distinct sampling call of the model (LapFlow: one per segment), batch `batch`."""
-    spec = dataclasses.replace(cfg.sample, solver="euler", steps=24, stage_steps=None)
-    calls = {}
-    for call in model.flop_trace(spec):
-        inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() if torch.is_tensor(x) else x for x in call.inputs)
-
-        def run(m: Any = call.module, a: tuple = inputs) -> Any:
-            with torch.inference_mode(), autocast(model.device, precision):
-                return m(*a)
-
-        calls[f"{call.name}-{call.tokens}tok"] = run
-    return calls
 
 
 def profile_suite(
@@ -94,7 +61,8 @@ def profile_suite(
         cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)
         model.eval()
         for batch in batches:
-            for name, fn in _forward_calls(cfg, model, batch, "bf16").items():
+            for call, fn in forward_calls(model, cfg, batch, "bf16"):
+                name = f"{call.name}-{call.tokens}tok"
                 label = f"{family}-{res}-forward-{name}-b{batch}"
                 summary = profile_call(fn, device, out / "profiles" / f"{label}.txt")
                 protocol = {"name": f"profile-forward-b{batch}-bf16-eager", "batch": batch, "call": name}

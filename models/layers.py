@@ -86,6 +86,13 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+def patch_grid(size: tuple[int, int], patch: int) -> tuple[int, int]:
+    """Token grid of an input of `size` cut into patch x patch pieces."""
+    if size[0] % patch or size[1] % patch:
+        raise ValueError(f"input size {size} is not divisible by the patch size {patch}")
+    return size[0] // patch, size[1] // patch
+
+
 def sincos_pos_embed_2d(hidden: int, grid_h: int, grid_w: int) -> Tensor:
     """Fixed 2D sin-cos positions [grid_h * grid_w, hidden] (MAE/DiT), computed in float64 then cast."""
     assert hidden % 4 == 0, "hidden width must be divisible by 4 for 2D sin-cos positions"
@@ -214,11 +221,9 @@ class DiT(nn.Module):
         super().__init__()
         depth, hidden, heads = backbone.dims()
         p = backbone.patch
-        if input_size[0] % p or input_size[1] % p:
-            raise ValueError(f"input size {input_size} is not divisible by the patch size {p}")
+        self.grid = patch_grid(input_size, p)
         self.patch, self.in_channels = p, in_channels
         self.out_channels = out_channels or in_channels
-        self.grid = (input_size[0] // p, input_size[1] // p)
         self.time_scale = time_scale
         self.x_embedder = PatchEmbed(in_channels, hidden, p)
         self.t_embedder = TimestepEmbedder(hidden)

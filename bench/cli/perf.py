@@ -90,7 +90,15 @@ def training_command(
 
     device, folder = _setup(out)
     training_suite(
-        device, folder, split_list(presets), batch, warmup, steps, compile_, precision, TINY_BACKBONE if tiny else None
+        device,
+        folder,
+        split_list(presets),
+        batch,
+        warmup,
+        steps,
+        "inductor" if compile_ else None,
+        precision,
+        TINY_BACKBONE if tiny else None,
     )
 
 
@@ -121,7 +129,8 @@ def goals_command(
     device, folder = _setup(out)
     wanted = split_list(suites, ("sampler", "latency", "training", "fid", "profile"), "suite")
     fast_paths, latency_paths = split_list(fast), split_list(latency_fast)
-    for f in fast_paths * ("sampler" in wanted) + latency_paths * ("latency" in wanted):
+    checked = (fast_paths if "sampler" in wanted else []) + (latency_paths if "latency" in wanted else [])
+    for f in checked:
         check_fast_path(f, device)
     backbone = TINY_BACKBONE if tiny else None
     if "profile" in wanted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -47,12 +48,13 @@ def train_command(
     finally:
         shutdown()
     if info.is_main:
+        trained = not math.isnan(result.last_loss)  # NaN: no step ran in this call
         if result.interrupted:
             status = "interrupted (checkpoint written; rerun to resume)"
-        elif result.last_loss != result.last_loss:  # NaN: no step ran in this call
+        elif not trained:
             status = "already complete (remove the run directory or pass --name to train again)"
         else:
             status = "done"
-        loss = "" if result.last_loss != result.last_loss else f"last loss {result.last_loss:.4f}, "
+        loss = f"last loss {result.last_loss:.4f}, " if trained else ""
         counts = f"{result.state.images_seen} images, {result.state.step} steps"
         typer.echo(f"{status}: {counts}, {loss}run dir {result.run_dir}")

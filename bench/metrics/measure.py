@@ -166,9 +166,7 @@ def run_time(ctx: Context, batches: list[int], warmup: int, repeats: int, fast: 
                 continue
             result = time_sampling(ctx.model, ctx.spec, tp, ctx.autoencoder if mode == "e2e" else None)
             s = result.stats
-            extra = {"p10": s.p10, "p90": s.p90, "mean": s.mean, "times": s.times, "batch": batch,
-                     "images_per_s": result.images_per_second, "first_call_s": result.first_call_s,
-                     "max_abs_diff_vs_eager": result.max_abs_diff_vs_eager}  # fmt: skip
+            extra = result.extra()
             seeds = {"start": 0, "count": batch}
             record = ctx.record(
                 tp.metric, s.median, "s", protocol, extra=extra, sampling={"nfe": result.nfe}, seeds=seeds

@@ -34,12 +34,11 @@ class TimingProtocol:
     fast: str = "eager"  # bench.accel.FAST_PATHS
 
     def __post_init__(self) -> None:
-        from bench.accel import FAST_PATHS
+        from bench.accel import check_fast_path
 
         if self.mode not in MODES:
             raise BenchError(f"Unknown timing mode '{self.mode}'; choose sampler or e2e.")
-        if self.fast not in FAST_PATHS:
-            raise BenchError(f"Unknown fast path '{self.fast}'; choose one of {', '.join(FAST_PATHS)}.")
+        check_fast_path(self.fast)
         if self.batch < 1 or self.repeats < 1 or self.warmup < 0:
             raise BenchError(f"Timing needs batch >= 1 and repeats >= 1, got {self.batch} and {self.repeats}.")
 
@@ -107,6 +106,20 @@ class TimingResult:
     def images_per_second(self) -> float:
         return self.protocol.batch / self.stats.median
 
+    def extra(self) -> dict[str, Any]:
+        """What a timing record keeps beside its median."""
+        s = self.stats
+        return {
+            "p10": s.p10,
+            "p90": s.p90,
+            "mean": s.mean,
+            "times": s.times,
+            "batch": self.protocol.batch,
+            "images_per_s": self.images_per_second,
+            "first_call_s": self.first_call_s,
+            "max_abs_diff_vs_eager": self.max_abs_diff_vs_eager,
+        }
+
 
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
@@ -150,6 +163,15 @@ def measure(
     return TimingStats.of(times)
 
 
+def timed_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall seconds of one synchronised call (capture or compilation included: the one-off cost of a fast path)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def time_sampling(
     model: Any, spec: Any, protocol: TimingProtocol, autoencoder: Any = None, seed: int = 0
 ) -> TimingResult:
@@ -158,7 +180,7 @@ def time_sampling(
     A fast path (CUDA graphs, torch.compile) is set up in the warm-up calls; its one-off cost and the largest
     difference of its latents from the eager sampler's (same noise) are reported in `TimingResult`.
     """
-    from bench.accel import accelerated, max_abs_diff, timed_first_call
+    from bench.accel import accelerated
     from bench.runtime import autocast, balanced_labels, per_sample_randn_like
     from bench.sample import quantize
 
@@ -191,8 +213,8 @@ def time_sampling(
         run(setup())
         reference = last[0]
     with accelerated(model, protocol.fast):
-        _, setup_s = timed_first_call(lambda: run(setup()), device)
+        setup_s = timed_call(lambda: run(setup()), device)
         stats = measure(setup, run, device, max(0, protocol.warmup - 1), protocol.repeats)
-    diff = max_abs_diff(last[0], reference) if reference is not None else 0.0
+    diff = float((last[0].float() - reference.float()).abs().max()) if reference is not None else 0.0
     timed = nfe[-protocol.repeats :]
     return TimingResult(protocol, stats, int(np.median(timed)), device, setup_s, diff)

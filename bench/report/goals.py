@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.report.tables import Cell, Loaded, Table, fmt_sig, method_label, newest
+from bench.report.tables import Cell, Loaded, Table, fmt_sig, method_label, newest_by
 from bench.results import Record
 
 ANCHORS_FILE = Path("anchors") / "performance.json"
@@ -49,10 +49,7 @@ def _gpu(record: Record) -> str:
 
 
 def _newest_by(items: list[Loaded], key: Any) -> list[Loaded]:
-    groups: dict[Any, list[Loaded]] = {}
-    for item in items:
-        groups.setdefault(key(item.record), []).append(item)
-    return [newest(g) for _, g in sorted(groups.items(), key=lambda kv: str(kv[0]))]
+    return [item for _, item in sorted(newest_by(items, key).items(), key=lambda kv: str(kv[0]))]
 
 
 def _num(value: float | None) -> Cell:

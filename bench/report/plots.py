@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.report.paper import PaperData
 from bench.report.select import SPECS_BY_ID, backbone, descriptors, method_label, variant_axes
-from bench.report.tables import Loaded, gpu_of, newest
+from bench.report.tables import Loaded, gpu_of, newest_by
 from bench.results import Record
 
 RC = {
@@ -72,13 +72,13 @@ def _run_key(r: Record) -> tuple[str, str, str, int]:
 
 def _latest(items: list[Loaded], metric: str, batch1: bool = False) -> dict[tuple, Loaded]:
     """Newest reportable record of `metric` per run (and per protocol/GPU for timings)."""
-    groups: dict[tuple, list[Loaded]] = {}
-    for item in items:
-        r = item.record
+
+    def wanted(r: Record) -> bool:
         reportable = r.protocol.get("reportable") is not False  # tables footnote these; plots leave them out
-        if r.metric == metric and r.value is not None and reportable and (not batch1 or r.extra.get("batch") == 1):
-            groups.setdefault((*_run_key(r), r.protocol_name, gpu_of(r)), []).append(item)
-    return {key: newest(group) for key, group in sorted(groups.items())}
+        return r.metric == metric and r.value is not None and reportable and (not batch1 or r.extra.get("batch") == 1)
+
+    chosen = newest_by((i for i in items if wanted(i.record)), lambda r: (*_run_key(r), r.protocol_name, gpu_of(r)))
+    return dict(sorted(chosen.items()))
 
 
 def _paper_points(paper: PaperData, table: str, x_column: str) -> list[tuple[float, float, str]]:

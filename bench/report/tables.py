@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.report.paper import PaperData, PaperEntry
 from bench.report.select import (
@@ -132,6 +133,14 @@ def column_header(key: ColumnKey) -> str:
 
 def newest(items: list[Loaded]) -> Loaded:
     return max(items, key=lambda item: (item.record.created, item.path))
+
+
+def newest_by(items: Iterable[Loaded], key: Callable[[Record], Any]) -> dict[Any, Loaded]:
+    """The newest record of each group of records with the same key (groups in order of first appearance)."""
+    groups: dict[Any, list[Loaded]] = {}
+    for item in items:
+        groups.setdefault(key(item.record), []).append(item)
+    return {k: newest(group) for k, group in groups.items()}
 
 
 def measured_setting(items: Iterable[Loaded]) -> str:

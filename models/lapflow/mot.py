@@ -21,6 +21,7 @@ from models.layers import (
     PatchEmbed,
     TimestepEmbedder,
     init_dit_weights,
+    patch_grid,
     sincos_pos_embed_2d,
     unpatchify,
 )
@@ -37,10 +38,8 @@ class ScaleExpert(nn.Module):
         super().__init__()
         depth, hidden, heads = backbone.dims()
         p = backbone.patch
-        if size[0] % p or size[1] % p:
-            raise ValueError(f"scale size {size} is not divisible by the patch size {p}")
+        self.grid = patch_grid(size, p)
         self.patch, self.channels = p, channels
-        self.grid = (size[0] // p, size[1] // p)
         self.x_embedder = PatchEmbed(channels, hidden, p)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden, *self.grid)[None], persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads, backbone.mlp_ratio) for _ in range(depth))
