@@ -12,7 +12,8 @@ import json
 import math
 import signal
 import time
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,9 +156,22 @@ class _StopFlag:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+# Called at evaluation points (images seen) with the train state and the EMA model; its time is not training time.
+PointHook = Callable[[TrainState, nn.Module], None]
+
+
 def train(
-    cfg: RunConfig, run_dir: Path, dist_info: DistInfo, data_root: Path | None, cache_dir: Path, progress: bool = True
+    cfg: RunConfig,
+    run_dir: Path,
+    dist_info: DistInfo,
+    data_root: Path | None,
+    cache_dir: Path,
+    progress: bool = True,
+    points: Sequence[int] = (),
+    on_point: PointHook | None = None,
 ) -> TrainResult:
+    """Train `cfg` in `run_dir` (resuming its last checkpoint); `on_point` runs after the step that reaches each of
+    `points` (images seen), with the training clock paused, e.g. to sample and score the EMA mid-run."""
     from bench.data import load_training_data
     from bench.registry import MODELS
 
@@ -239,6 +253,9 @@ def train(
             last_loss = float(all_reduce_mean(loss_sum))
             clock.tick()
             logger.step(last_loss, float(grad_norm), lr, finite)
+            if on_point is not None and state.images_seen in points:
+                with clock.paused():
+                    on_point(state, ema)
             if _crossed(state.images_seen, t.batch_size, t.checkpoint_every):
                 _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
             if (
@@ -268,6 +285,15 @@ class _Budget:
 
     def tick(self) -> None:
         self.state.train_seconds = self.base + time.perf_counter() - self.start
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Work inside (evaluation at a point) is not charged to the training clock."""
+        tic = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - tic
 
     def spent(self) -> bool:
         if self.max_seconds <= 0:

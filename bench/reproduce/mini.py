@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-# Short model names of the mini benchmark -> their presets (same DiT-B/2 backbone, data and budget for all).
+# Short run names of the mini benchmark -> their presets (same DiT-B/2 backbone, data and budget for all).
 MINI_MODELS: dict[str, str] = {
     "lapflow": "lapflow-celebahq128-mini",
     "lfm": "lfm-celebahq128-mini",
@@ -25,8 +25,24 @@ MINI_MODELS: dict[str, str] = {
     "dit": "dit-celebahq128-mini",
     "lapflow-mask-none": "lapflow-celebahq128-mini-mask-none",  # ablation: no block mask (all scales see all)
     "lapflow-mask-self": "lapflow-celebahq128-mini-mask-self",  # ablation: each scale attends only to itself
+    "lapflow-t1-0.3": "lapflow-celebahq128-mini-t1-0.3",  # ablation: critical time T1 = 0.3 (default 0.5)
+    "lapflow-t1-0.7": "lapflow-celebahq128-mini-t1-0.7",
+    "lapflow-scales-1": "lapflow-celebahq128-mini-scales-1",  # ablation: one scale (the MoT reduces to LFM)
+    "lapflow-scales-3": "lapflow-celebahq128-mini-scales-3",
 }
 DEFAULT_MODELS = "lapflow,lfm,pyramidal-flow,dit,lapflow-mask-none,lapflow-mask-self"
+HEADLINE_RUNS = ("lapflow", "lfm", "pyramidal-flow", "dit")  # the main comparison, one row per family
+# Ablation tables of the mini benchmark: axis -> (run, setting label); the default run (lapflow) sits in each.
+ABLATIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "mask": (("lapflow", "causal"), ("lapflow-mask-none", "none"), ("lapflow-mask-self", "self")),
+    "critical_time": (("lapflow-t1-0.3", "0.3"), ("lapflow", "0.5"), ("lapflow-t1-0.7", "0.7")),
+    "num_scales": (("lapflow-scales-1", "1"), ("lapflow", "2"), ("lapflow-scales-3", "3")),
+}
+# `bench reproduce mini` writes one record per metric and evaluation point into RESULTS/MINI_SUBDIR/<dataset><res>/
+# (metrics below; extra.benchmark == "mini-v2", extra.run, extra.point, extra.images_seen, extra.gpu_seconds, ...).
+MINI_SUBDIR = "mini"
+MINI_BENCHMARK = "mini-v2"  # extra.benchmark of these records; the retired FID-500 records said "mini"
+MINI_METRICS = ("fid", "kid", "precision", "recall", "memorisation")
 
 # The lent GPU machines (device README): one command <= 10 min, 64 MiB carried with the working tree, and at most
 # 8 files of at most 16 MiB each come back.

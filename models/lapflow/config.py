@@ -68,6 +68,11 @@ PRESETS: dict[str, dict] = {
     "lapflow-celebahq128-mini": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2}),
     "lapflow-celebahq128-mini-mask-none": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "mask": "none"}),
     "lapflow-celebahq128-mini-mask-self": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "mask": "self"}),
+    # Critical-time and number-of-scales ablations (METHODS.md section 5); 3 scales: 16, 8 and 4 latent px per side.
+    "lapflow-celebahq128-mini-t1-0.3": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "critical_times": [0.3]}),
+    "lapflow-celebahq128-mini-t1-0.7": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "critical_times": [0.7]}),
+    "lapflow-celebahq128-mini-scales-1": _from_lfm("lfm-celebahq128-mini", {"num_scales": 1}),
+    "lapflow-celebahq128-mini-scales-3": _from_lfm("lfm-celebahq128-mini", {"num_scales": 3}),
     # CPU demo/tests: pixel space, 32 px; 64 fine + 16 coarse tokens.
     "lapflow-tiny": {
         "model": {"backbone": dict(TINY_BACKBONE), "num_scales": 2},
