@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.paper import PaperData
-from bench.report.select import SPECS_BY_ID, backbone, descriptors, method_label, variant_axes
+from bench.report.select import SPECS_BY_ID, backbone, descriptors, in_benchmark, method_label, variant_axes
 from bench.report.tables import Loaded, gpu_of, newest_by
+from bench.reproduce.mini import MINI_SUBDIR
 from bench.results import Record
 
 RC = {
@@ -75,7 +76,9 @@ def _latest(items: list[Loaded], metric: str, batch1: bool = False) -> dict[tupl
 
     def wanted(r: Record) -> bool:
         reportable = r.protocol.get("reportable") is not False  # tables footnote these; plots leave them out
-        return r.metric == metric and r.value is not None and reportable and (not batch1 or r.extra.get("batch") == 1)
+        if r.metric != metric or r.value is None or not reportable or in_benchmark(r):  # benchmarks: own section
+            return False
+        return not batch1 or r.extra.get("batch") == 1
 
     chosen = newest_by((i for i in items if wanted(i.record)), lambda r: (*_run_key(r), r.protocol_name, gpu_of(r)))
     return dict(sorted(chosen.items()))
@@ -292,14 +295,15 @@ def training_curves(runs_dir: Path) -> tuple[Files, list[str]]:
 
 
 def find_grids(results_dir: Path, runs_dir: Path) -> dict[str, Path]:
-    """Latest grid per run: runs/<name>/samples/grid-*.png, and grid-*.png anywhere under results/ (not paper/)."""
+    """Latest grid per run: runs/<name>/samples/grid-*.png, and grid-*.png anywhere under results/ (not paper/, nor
+    the mini benchmark's, which its own section labels: bench/report/mini_plots.py)."""
     found: dict[str, list[Path]] = {}
     for path in sorted(Path(runs_dir).glob("*/samples/grid-*.png")):
         found.setdefault(path.parent.parent.name, []).append(path)
     root = Path(results_dir)
     for path in sorted(root.glob("**/grid-*.png")):
         rel = path.relative_to(root)
-        if rel.parts[0] != "paper":
+        if rel.parts[0] not in ("paper", MINI_SUBDIR):
             found.setdefault("-".join(rel.parent.parts) or "results", []).append(path)
     return {name: max(paths, key=lambda p: p.name) for name, paths in sorted(found.items())}
 

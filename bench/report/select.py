@@ -3,6 +3,7 @@
 A row is (resolution, method, setting), where the setting holds the values of the table's axes (e.g. the mask in
 the mask ablation). A record enters a table when its dataset matches and every LapFlow ablation axis that the table
 does not vary has its default value (METHODS.md section 1), so ablation runs never leak into the main tables.
+Records of a benchmark with a section of its own (extra.benchmark; bench/report/mini.py) enter none of them.
 """
 
 from __future__ import annotations
@@ -133,6 +134,11 @@ def default_descriptors(record: Record) -> dict[str, str]:
     }
 
 
+def in_benchmark(record: Record) -> bool:
+    """Records of a benchmark with a report section of its own (extra.benchmark, e.g. the mini benchmark's)."""
+    return bool(record.extra.get("benchmark"))
+
+
 def variant_axes(record: Record) -> set[str]:
     """Ablation axes on which the record differs from the paper's default."""
     have, want = descriptors(record), default_descriptors(record)
@@ -152,6 +158,8 @@ class TableSpec:
 
     def row_key(self, record: Record) -> RowKey | None:
         if record.dataset != self.dataset or (self.methods and record.model not in self.methods):
+            return None
+        if in_benchmark(record):  # e.g. the mini benchmark: its own section, never rows of the paper's tables
             return None
         if variant_axes(record) - set(self.axes) - set(self.free):
             return None
