@@ -41,8 +41,90 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    dirs = checkpoint_dirs(run_dir)
-    return dirs[-1] if dirs else None
+    """The newest intact checkpoint (corrupt newer ones are skipped: see resume_point)."""
+    return resume_point(run_dir)[0]
+
+
+STATE_KEYS = ("step", "images_seen")
+CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "state.json")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be read (truncated, empty, bad header), without reading its tensors."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            header = json.loads(f.read(n)) if 0 < n <= size - 8 else None
+    except (OSError, ValueError) as exc:
+        return f"{path.name} cannot be read ({exc})"
+    if not isinstance(header, dict):
+        return f"{path.name} has no valid header ({size} bytes)"
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if 8 + n + max(ends, default=0) != size:
+        return f"{path.name} is truncated ({size} bytes, its header describes {8 + n + max(ends, default=0)})"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """None when the checkpoint folder looks intact, else what is wrong with it (cheap: no tensor is loaded)."""
+    import zipfile
+
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    try:
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"state.json is malformed ({exc})"
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in STATE_KEYS):
+        return f"state.json lacks {' or '.join(STATE_KEYS)}"
+    for name in ("model.safetensors", "ema.safetensors"):
+        if (problem := _safetensors_problem(path / name)) is not None:
+            return problem
+    if not zipfile.is_zipfile(path / "optimizer.pt"):
+        return "optimizer.pt is truncated or not a torch file"
+    return None
+
+
+def resume_point(run_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(newest intact checkpoint or None, [(newer corrupt checkpoint, what is wrong)] newest first)."""
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(checkpoint_dirs(run_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def checked_resume_point(run_dir: Path, set_aside: bool = False) -> Path | None:
+    """resume_point, warning (logging) about every corrupt checkpoint skipped; none intact is a BenchError.
+
+    `set_aside` (training) renames each corrupt one to corrupt-step-*, kept for inspection: it no longer counts
+    as the newest, so pruning to the last K checkpoints never keeps it in place of an intact one.
+    """
+    import logging
+
+    path, skipped = resume_point(run_dir)
+    if path is None and skipped:
+        raise BenchError(
+            f"No intact checkpoint in '{run_dir / CHECKPOINT_DIR}' (the newest, '{skipped[0][0].name}', is corrupt: "
+            f"{skipped[0][1]}); remove the corrupt ones to start over."
+        )
+    for bad, problem in skipped:
+        moved = ""
+        if set_aside:
+            target = bad.with_name(f"corrupt-{bad.name}")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(bad, target)
+            moved = f", set aside as {target.name}"
+        instead = f"using '{path.name}' instead" if path is not None else "no older intact checkpoint"
+        logging.getLogger("bench.checkpoint").warning(
+            "checkpoint '%s' is corrupt (%s)%s; %s", bad, problem, moved, instead
+        )
+    return path
 
 
 def _state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -109,6 +191,31 @@ def save_checkpoint(
     return final
 
 
+def truncate_stats(path: Path, images_seen: int) -> int:
+    """Cut stats.jsonl back to a resume point: drop rows past `images_seen` and any half-written line.
+
+    Rewritten atomically (temporary file + rename) only when something is dropped; returns the rows dropped.
+    """
+    if not path.is_file():
+        return 0
+    text = path.read_text(errors="replace")
+    kept, dropped = [], 0
+    for line in text.splitlines(keepends=True):
+        try:
+            row = json.loads(line) if line.endswith("\n") else None
+        except ValueError:
+            row = None
+        if isinstance(row, dict) and int(row.get("images", 0)) <= images_seen:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    return dropped
+
+
 def load_checkpoint(
     path: Path, model: nn.Module, ema: nn.Module | None = None, optimizer: torch.optim.Optimizer | None = None
 ) -> tuple[TrainState, list[dict[str, Any]]]:
@@ -120,8 +227,14 @@ def load_checkpoint(
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise BenchError(f"Checkpoint '{path}' does not match this model's architecture ({first}).") from None
+    except Exception as exc:  # safetensors' own error type: a file damaged beyond what checkpoint_problem sees
+        raise BenchError(f"Checkpoint '{path}' cannot be read ({str(exc).splitlines()[0]}).") from None
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        try:
+            opt_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # a damaged zip or pickle: many error types, all mean "unreadable"
+            raise BenchError(f"Checkpoint '{path}' has an unreadable optimizer.pt ({exc}).") from None
+        optimizer.load_state_dict(opt_state)
     meta = json.loads((path / "state.json").read_text())
     state = TrainState(
         meta["step"], meta["images_seen"], meta.get("nonfinite_skipped", 0), meta.get("train_seconds", 0.0)
@@ -137,7 +250,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: str | torch.device = "
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise BenchError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = checked_resume_point(run_dir)
     if ckpt is None:
         raise BenchError(f"Run directory '{run_dir}' holds no checkpoint yet.")
     if weights not in ("ema", "model"):

@@ -170,7 +170,12 @@ def parse_set(assignment: str) -> dict:
     if "=" not in assignment:
         raise BenchError(f"--set expects key=value, got '{assignment}'.")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    if not key.strip() or any(not part for part in key.strip().split(".")):
+        raise BenchError(f"--set expects key=value with a dotted key such as train.lr, got '{assignment}'.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise BenchError(f"--set {key}: the value '{raw}' is not a valid YAML scalar or list.") from None
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)  # YAML 1.1 reads "1e-4" as a string
     out: dict = {}
@@ -192,10 +197,16 @@ def _looks_numeric(text: str) -> bool:
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"Config file '{p}' is a folder; name a YAML file.")
     if not p.is_file():
         raise BenchError(f"Config file '{p}' does not exist.")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise BenchError(f"Config file '{p}' is not a text (UTF-8 YAML) file.") from None
+    except OSError as exc:
+        raise BenchError(f"Config file '{p}' cannot be read ({exc.strerror}).") from None
     except yaml.YAMLError as exc:
         raise BenchError(f"Config file '{p}' is not valid YAML ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):

@@ -38,3 +38,30 @@ def runs_dir() -> Path:
 def device_name() -> str:
     """`BENCH_DEVICE` (the CLI's --device): auto | cpu | cuda | cuda:N."""
     return os.environ.get("BENCH_DEVICE", "").strip() or "auto"
+
+
+def check_writable_dir(path: Path, what: str) -> Path:
+    """Fail in one sentence, before any work, when `path` cannot become a writable folder; creates nothing.
+
+    A folder that exists must accept a file (probed with a temporary file, so it holds for root and read-only
+    mounts alike); a folder that does not exist yet must have a writable nearest existing parent folder.
+    """
+    import tempfile
+
+    from bench.errors import BenchError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise BenchError(f"The {what} '{path}' is a file, not a folder; name a folder.")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BenchError(f"The {what} '{path}' cannot be created: '{parent}' is a file, not a folder.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".bench-write-check-")
+    except OSError as exc:
+        raise BenchError(f"The {what} '{path}' is not writable ({exc.strerror} in '{parent}').") from None
+    os.close(fd)
+    os.unlink(probe)
+    return path

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bench.errors import BenchError
 from bench.interface import RandnLike
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,10 +43,27 @@ def balanced_labels(seeds: Sequence[int], num_classes: int) -> Tensor | None:
     return torch.tensor([int(s) % num_classes for s in seeds], dtype=torch.long)
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
+    """auto | cpu | cuda | cuda:N; an unknown name or a GPU that is not there is one BenchError sentence."""
+    name = name.strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"Unknown device '{name}'; choose {DEVICE_CHOICES}.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise BenchError(f"Device '{name}' is not supported; choose {DEVICE_CHOICES}.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise BenchError(f"Device '{name}' was asked for, but no CUDA GPU is visible here; use --device cpu.")
+        if device.index is not None and device.index >= count:
+            raise BenchError(f"Device '{name}' does not exist: {count} CUDA GPU(s) are visible (cuda:0..).")
+    return device
 
 
 def configure_numerics(device: torch.device, precision: str = "auto", tf32: bool = True) -> dict[str, object]:
@@ -66,7 +84,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         return None
     if precision in ("bf16", "auto"):
         return torch.bfloat16
-    raise ValueError(f"Unknown precision '{precision}'; choose auto, fp32 or bf16.")
+    raise BenchError(f"Unknown precision '{precision}'; choose auto, fp32 or bf16.")
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

@@ -13,7 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +24,12 @@ from torch import Tensor, nn
 from bench.checkpoint import (
     CONFIG_FILE,
     TrainState,
-    latest_checkpoint,
+    checked_resume_point,
     load_checkpoint,
     restore_rng,
     rng_snapshot,
     save_checkpoint,
+    truncate_stats,
 )
 from bench.config import RunConfig, dump, load_run_config, to_dict
 from bench.dist import DistInfo, all_reduce_mean, barrier
@@ -135,25 +136,38 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 class _StopFlag:
-    """SIGTERM sets the flag; the loop writes a checkpoint at the next step boundary and returns."""
+    """SIGINT (Ctrl-C) and SIGTERM set the flag; the loop writes a checkpoint at the next step boundary and returns.
+
+    `signum` is the signal that stopped the run (the CLI exits with 128 + signum); the class keeps the last one
+    seen in this process (`last_signal`) for callers that only get the TrainResult. A second Ctrl-C while the
+    flag is set aborts at once (KeyboardInterrupt); checkpoints are atomic, so none is left half-written.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    last_signal: int | None = None
 
     def __init__(self) -> None:
         self.stop = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no handler
-            self._previous = None
+        _StopFlag.last_signal = None
+        for signum in self.SIGNALS:
+            with suppress(ValueError):  # not the main thread: no handler
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.stop = True
+        if self.stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop, self.signum = True, signum
+        _StopFlag.last_signal = signum
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)  # type: ignore[arg-type]
+        self._previous = {}
 
 
 # Called at evaluation points (images seen) with the train state and the EMA model; its time is not training time.
@@ -198,7 +212,7 @@ def train(
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     state, rngs = TrainState(), []
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = checked_resume_point(run_dir, set_aside=dist_info.is_main)  # a corrupt newest one is named, skipped
     if ckpt is not None:
         state, rngs = load_checkpoint(ckpt, model, ema, optimizer)
     torch.manual_seed(cfg.seed * 1000 + rank + 1)
@@ -340,7 +354,11 @@ def write_grid(model: GenerativeModel, cfg: RunConfig, run_dir: Path, images_see
 
 
 class _Logger:
-    """stats.jsonl rows every `log_every` images (rank 0) and a tqdm bar."""
+    """stats.jsonl rows every `log_every` images (rank 0) and a labelled tqdm bar with its ETA.
+
+    On resume, rows written after the checkpoint (and a half-written last line) are dropped first, so the file
+    never repeats the steps that are trained again.
+    """
 
     def __init__(
         self, run_dir: Path, cfg: RunConfig, dist_info: DistInfo, state: TrainState, progress: bool, numerics: dict
@@ -353,8 +371,12 @@ class _Logger:
         if self.main and progress:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=cfg.train.total_images, initial=state.images_seen, unit="img", dynamic_ncols=True)
+            total = cfg.train.total_images
+            self.bar = tqdm(
+                total=total, initial=min(state.images_seen, total), unit="img", desc="train", dynamic_ncols=True
+            )
         if self.main:
+            truncate_stats(self.path, state.images_seen)
             with open(self.path, "a") as f:
                 f.write(json.dumps({"event": "start", "images": state.images_seen, "numerics": numerics}) + "\n")
 

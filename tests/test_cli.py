@@ -75,6 +75,9 @@ def test_rerunning_a_finished_run_says_so() -> None:
     args = ("train", "--preset", "lfm-tiny", "--res", "16", "--name", "twice", "--no-progress")
     sets = ("--set", "train.total_images=8", "--set", "train.batch_size=4", "--set", "train.sample_every=0")
     first, second = invoke(*args, *sets), invoke(*args, *sets)
-    assert first.exit_code == 0 and first.output.startswith("done: 8 images, 2 steps, last loss "), first.output
-    assert second.exit_code == 0 and second.output.startswith("already complete"), second.output
+    last = first.output.strip().splitlines()[-1]  # after the header (model, device, data, length, resume point)
+    assert first.exit_code == 0 and last.startswith("done: 8 images, 2 steps, last loss "), first.output
+    assert "resume       from the start" in first.output
+    assert second.exit_code == 0 and second.output.strip().splitlines()[-1].startswith("already complete")
+    assert "resume       from step-00000002 (8 of 8 images)" in second.output
     assert "last loss" not in second.output

@@ -32,3 +32,26 @@ def cli_overrides(sets: list[str] | None, **flags: object) -> list[dict]:
     }
     out = [parse_set(f"{flag_keys[k]}={v}") for k, v in flags.items() if v is not None]
     return out + [parse_set(s) for s in sets or []]
+
+
+def echo_header(title: str, rows: list[tuple[str, str]]) -> None:
+    """The header of a long command (on stderr, beside the progress bars): what it is about to do."""
+    import typer
+
+    width = max((len(k) for k, _ in rows), default=0)
+    typer.echo(title, err=True)
+    for key, value in rows:
+        typer.echo(f"  {key:<{width}}  {value}", err=True)
+
+
+def count_text(n: float, unit: str = "") -> str:
+    """1234567 -> '1.23 M' (parameter counts and the like)."""
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}{unit}"
+    return f"{n:g} {unit}".rstrip()
+
+
+def signal_exit_code(signum: int) -> int:
+    """The shell's convention for a run stopped by a signal: 128 + signum (SIGINT 130, SIGTERM 143)."""
+    return 128 + int(signum)
