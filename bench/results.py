@@ -126,6 +126,8 @@ def read_record(path: Path) -> Record:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise BenchError(f"Result record '{path}' cannot be read ({exc}).") from None
+    if not isinstance(data, dict):
+        raise BenchError(f"Result record '{path}' is a JSON {type(data).__name__}, not an object.")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise BenchError(f"Result record '{path}' has schema version {version}; this suite reads {SCHEMA_VERSION}.")
@@ -139,8 +141,9 @@ def read_record(path: Path) -> Record:
     return Record(**data)
 
 
-# Folders under results/ that hold no result records: the paper's numbers and raw provenance files of GPU runs.
-NON_RECORD_FOLDERS = ("paper", "provenance", "anchors")
+# Folders under results/ that hold no result records: the paper's numbers, raw provenance files of GPU runs, anchors
+# and sample grids (with their row index .json).
+NON_RECORD_FOLDERS = ("paper", "provenance", "anchors", "grids")
 
 
 def record_paths(results_dir: Path, exclude: tuple[str, ...] = NON_RECORD_FOLDERS) -> list[Path]:

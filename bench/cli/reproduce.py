@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True, help="Reproduce results end to end (the mini benchmark on one GPU).")
 
 DEFAULT_CARRY = Path(".carry/mini")
+DEFAULT_FEATURES = Path(".carry/mini-ref")  # git-ignored; 41 MB: travels on its own (README)
 DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (else $BENCH_DEVICE).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="FID backends: tf (torch-fidelity), clean (clean-fid).")]
 
@@ -51,6 +52,10 @@ def mini_prepare_command(
     ref_stats: Annotated[bool, typer.Option("--ref-stats/--no-ref-stats", help="Cache FID reference stats.")] = True,
     backend: BackendOpt = "tf,clean",
     batch_size: Annotated[int, typer.Option(help="Images per Inception batch.")] = 100,
+    features: Annotated[
+        bool, typer.Option("--features/--no-features", help="Also the real images' features (for `mini`).")
+    ] = False,
+    features_dir: Annotated[Path, typer.Option(help="Folder of the real-image features file.")] = DEFAULT_FEATURES,
     device: DeviceOpt = None,
 ) -> None:
     """Prepare the carry folder (latents with mirrored copies, autoencoder weights) and the reference statistics."""
@@ -64,6 +69,12 @@ def mini_prepare_command(
         raise BenchError("The mini benchmark carries latents; choose a latent autoencoder such as taesd.")
     with terminate_cleanly():
         manifest = prepare_mini(out, cfg, _backends(backend), _device(device), batch_size, ref_stats)
+    if features:
+        from bench.reproduce.prepare import prepare_features
+
+        with terminate_cleanly():
+            path = prepare_features(cfg, features_dir, _device(device), batch_size)
+        typer.echo(f"Real-image features: {path} ({path.stat().st_size / 2**20:.1f} MiB).")
     typer.echo(
         f"Carry folder {out}: {manifest['count']} images of {dataset} at {res} px as {autoencoder} latents "
         f"({manifest['bytes'] / 2**20:.1f} MiB); reference statistics: {', '.join(manifest['ref_stats']) or 'none'}."
@@ -136,3 +147,77 @@ def mini_score_command(
             run_out, results_dir(out), _backends(backend), num_samples, batch_size, _device(device), weights
         )
     typer.echo(f"mini-score: {len(written)} record(s) written.")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise BenchError(f"Training seeds must be whole numbers like 0,1; got '{text}'.") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise BenchError(f"Give distinct non-negative training seeds like 0,1; got '{text}'.")
+    return seeds
+
+
+@app.command("mini")
+def mini_command(
+    real_features: Annotated[Path, typer.Option(help="Real-image features (`mini-prepare --features`).")],
+    carry: Annotated[Path, typer.Option(help="Carry folder written by mini-prepare.")] = DEFAULT_CARRY,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated runs or presets (README).")
+    ] = "lapflow,lfm,pyramidal-flow,dit",
+    seeds: Annotated[str, typer.Option(help="Training seeds, e.g. 0,1.")] = "0",
+    images: Annotated[int, typer.Option(help="Training budget in images seen, the same for every run.")] = 1_228_800,
+    points: Annotated[int, typer.Option(help="Evaluation points: images/2^(P-1), ..., images/2, images.")] = 4,
+    num_samples: Annotated[int, typer.Option(help="Samples per point (seeds 0..N-1).")] = 5000,
+    batch_size: Annotated[int, typer.Option(help="Samples per sampling batch (results do not depend on it).")] = 500,
+    bootstrap: Annotated[int, typer.Option(help="FID bootstrap repetitions at the last point (0 = none).")] = 100,
+    work_dir: Annotated[Path | None, typer.Option(help="Run directories (default $BENCH_RUNS_DIR/mini).")] = None,
+    deadline_s: Annotated[float, typer.Option(help="Skip runs that would end later (seconds from the start).")] = 0.0,
+    bundle: Annotated[Path | None, typer.Option(help="Also pack everything written into this .tar.gz.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder (records go to OUT/mini/).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override for every run.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
+) -> None:
+    """The mini benchmark in one command: train each run, sample and score it at every point, write records."""
+    from bench.cli.eval import results_dir, split_list
+    from bench.config import parse_set
+    from bench.paths import runs_dir
+    from bench.reproduce.benchmark import BenchmarkOptions, run_benchmark
+
+    opts = BenchmarkOptions(
+        carry=carry,
+        real_features=real_features,
+        results=results_dir(out),
+        models=split_list(models, what="model"),
+        seeds=_seeds(seeds),
+        images=images,
+        points=points,
+        num_samples=num_samples,
+        work_dir=work_dir or runs_dir() / "mini",
+        sample_batch=batch_size,
+        bootstrap=bootstrap,
+        deadline_s=deadline_s,
+        overrides=[parse_set(s) for s in set_ or []],
+        bundle=bundle,
+        progress=progress,
+    )
+    summary = run_benchmark(opts)
+    done = [k for k, v in summary["runs"].items() if v["complete"]]
+    typer.echo(f"mini: {len(done)} run(s) complete ({', '.join(done) or 'none'}); records in {opts.results}/mini/")
+    if summary["skipped"]:
+        typer.echo(f"skipped (deadline): {', '.join(summary['skipped'])}", err=True)
+
+
+@app.command("mini-ingest")
+def mini_ingest_command(
+    bundle: Annotated[Path, typer.Argument(help="A --bundle file of `bench reproduce mini`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Results folder.")] = None,
+    runs: Annotated[Path | None, typer.Option(help="Also unpack the run logs here.")] = None,
+) -> None:
+    """Unpack a bundle returned by a GPU machine into the results folder (every record checked first)."""
+    from bench.cli.eval import results_dir
+    from bench.reproduce.bundle import ingest_bundle
+
+    written = ingest_bundle(bundle, results_dir(out), runs)
+    typer.echo(f"mini-ingest: {len(written)} file(s) written.")

@@ -87,12 +87,22 @@ class RefStats:
         return str(self.meta.get("backend", ""))
 
 
+def psd_sqrt(s: Tensor) -> Tensor:
+    """Symmetric square root of a symmetric PSD matrix by eigen-decomposition (negative rounding clipped to 0)."""
+    w, v = torch.linalg.eigh(s)
+    return (v * w.clamp(min=0).sqrt()) @ v.T
+
+
+def trace_sqrt_from_root(root1: Tensor, s2: Tensor) -> Tensor:
+    """Tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)) given root1 = S1^1/2 (real arithmetic, eigh only)."""
+    m = root1 @ s2 @ root1
+    return torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum()
+
+
 def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
-    """Tr sqrt(S1 S2) = sum sqrt(eig(S1^1/2 S2 S1^1/2)) for symmetric PSD S1, S2 (real arithmetic, eigh only)."""
-    w, v = np.linalg.eigh(s1)
-    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root @ s2 @ root
-    return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum())
+    """Tr sqrt(S1 S2) for symmetric PSD S1, S2, in float64 (torch's LAPACK eigh on the CPU)."""
+    a, b = torch.from_numpy(np.ascontiguousarray(s1)), torch.from_numpy(np.ascontiguousarray(s2))
+    return float(trace_sqrt_from_root(psd_sqrt(a), b))
 
 
 def _trace_sqrtm(s1: np.ndarray, s2: np.ndarray) -> float:

@@ -92,3 +92,20 @@ def parse_fid_protocol(name: str) -> FIDProtocol:
     if count != int(count):
         raise BenchError(f"FID protocol '{name}' has a fractional sample count.")
     return FIDProtocol(check_backend(m["backend"]), int(count), m["dataset"], int(m["res"]))
+
+
+FEATURE_METRIC_TOKENS = {  # metric -> how its protocol name starts, with the parameter that changes it
+    "kid": lambda p: "kid",
+    "precision": lambda p: f"precision-k{p['k']}",
+    "recall": lambda p: f"recall-k{p['k']}",
+    "memorisation": lambda p: f"memorisation-q{round(100 * p['quantile']):02d}",
+}
+
+
+def feature_metric_protocol(metric: str, fid: FIDProtocol, **params: Any) -> dict[str, Any]:
+    """The protocol of a metric on the same Inception features as `fid`, e.g. kid-tf-5k-celebahq128."""
+    if metric not in FEATURE_METRIC_TOKENS:
+        raise BenchError(f"Unknown feature metric '{metric}'; choose {', '.join(FEATURE_METRIC_TOKENS)}.")
+    base = fid.as_dict()
+    name = f"{FEATURE_METRIC_TOKENS[metric](params)}-{fid.name.removeprefix('fid-')}"
+    return {**base, "name": name, "metric": metric, "parameters": params}

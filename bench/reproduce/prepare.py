@@ -114,3 +114,25 @@ def _reference(
             raise BenchError(f"Reference statistics '{path}' come from other images than the carried latents.")
         out[backend] = {"path": str(path), "n": ref.n, "source_hash": source_hash}
     return out
+
+
+def prepare_features(cfg: DataConfig, folder: Path, device: torch.device, batch: int, progress: bool = True) -> Path:
+    """The real images' tf features as FOLDER/<dataset><res>-tf-features.safetensors (bench.reproduce.reference).
+
+    Features already saved beside (PREFIX-tf.npy) are reused when they reproduce the cached reference statistics;
+    otherwise they are computed again (with the statistics).
+    """
+    from bench.metrics.fid import ref_stats_path, reference_stats
+    from bench.paths import cache_dir, data_root
+    from bench.reproduce.reference import export_reference_features, features_path
+
+    prefix = Path(folder) / f"{cfg.dataset}{cfg.res}"
+    npy, out = Path(f"{prefix}-tf.npy"), features_path(folder, cfg.dataset, cfg.res)
+    ref = ref_stats_path(cfg.dataset, cfg.res, "tf", cache_dir())
+    if npy.is_file() and ref.is_file():
+        try:
+            return export_reference_features(npy, ref, out)
+        except BenchError:
+            pass  # stale features: compute them again below
+    reference_stats(cfg.dataset, cfg.res, ["tf"], device, batch, data_root(), cache_dir(), cfg.path, progress, prefix)
+    return export_reference_features(npy, ref, out)

@@ -1,0 +1,82 @@
+"""Bundles of a mini-benchmark command: everything it wrote as one .tar.gz, for GPU machines that return few files.
+
+`write_bundle` packs the results files (paths relative to RESULTS, under results/) and the runs' logs (under
+runs/<run>/); `ingest_bundle` (`bench reproduce mini-ingest`) checks every record strictly, then unpacks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def write_bundle(path: Path, results: Path, files: list[Path], logs: list[Path]) -> None:
+    """One .tar.gz: the written results files (paths relative to RESULTS) and run logs under runs/; atomic."""
+    import os
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for f in sorted(set(files)):
+                tar.add(f, arcname=f"results/{f.relative_to(results).as_posix()}")
+            for f in logs:
+                tar.add(f, arcname=f"runs/{f.parent.name}/{f.name}")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_members(bundle: Path) -> list[tuple[tuple[str, ...], bytes]]:
+    """(path parts, bytes) of every file in the bundle; refuses paths outside results/ and runs/."""
+    import tarfile
+
+    out = []
+    try:
+        with tarfile.open(bundle, "r:gz") as tar:
+            for m in tar.getmembers():
+                parts = Path(m.name).parts
+                if not m.isfile():
+                    continue
+                if ".." in parts or Path(m.name).is_absolute() or parts[0] not in ("results", "runs"):
+                    raise BenchError(f"Bundle '{bundle}' holds an unexpected path '{m.name}'; nothing was unpacked.")
+                out.append((parts, tar.extractfile(m).read()))
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise BenchError(f"'{bundle}' is not a readable mini-benchmark bundle ({exc}).") from None
+    return out
+
+
+def _is_record(path: Path) -> bool:
+    from bench.results import NON_RECORD_FOLDERS
+
+    return path.suffix == ".json" and not set(path.parts) & set(NON_RECORD_FOLDERS)
+
+
+def ingest_bundle(bundle: Path, results: Path, runs: Path | None = None) -> list[Path]:
+    """Unpack a bundle: results/ members into RESULTS (every record read back strictly first), runs/ into RUNS."""
+    import tempfile
+
+    from bench.results import read_record
+
+    staged = [
+        (Path(results if parts[0] == "results" else runs, *parts[1:]), data)
+        for parts, data in _read_members(bundle)
+        if parts[0] == "results" or runs is not None
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for dest, data in staged:  # a bad record stops the ingest before anything is written
+            if _is_record(dest):
+                probe = Path(tmp) / dest.name
+                probe.write_bytes(data)
+                read_record(probe)
+    written = []
+    for dest, data in staged:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = dest.with_name(f".{dest.name}.tmp")
+        tmp_path.write_bytes(data)
+        tmp_path.replace(dest)
+        written.append(dest)
+    return written

@@ -1,0 +1,140 @@
+"""`bench reproduce mini` (one command: train, sample and score at every point) on tiny models, on the CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cli.app import app
+from bench.errors import BenchError
+from bench.reproduce.benchmark import evaluation_points
+from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
+from tests.test_reproduce_mini import TINY, cheap_fid, fabricated_carry, invoke, needs_taesd, runner  # noqa: F401
+
+POINTS = 2
+
+
+def test_evaluation_points_halve_back_from_the_budget() -> None:
+    assert evaluation_points(1_228_800, 4, 256) == [153_600, 307_200, 614_400, 1_228_800]
+    assert evaluation_points(32, 2, 4) == [16, 32]
+    with pytest.raises(BenchError, match="at least 32 images"):
+        evaluation_points(16, 4, 4)
+    with pytest.raises(BenchError, match="not a multiple"):
+        evaluation_points(36, 2, 8)
+
+
+def real_features(carry: Path, n: int = 16) -> Path:
+    """A reference-features file of the carry's source: cheap_fid's features of random images."""
+    from safetensors.torch import save_file
+
+    from bench.metrics import fid
+    from bench.metrics.inception import FID_INCEPTION_SHA256
+
+    manifest = json.loads((carry / "carry.json").read_text())
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8))
+    feats = fid.make_extractor("tf")(images)
+    meta = {"format": "bench-reference-features", "dataset": "celebahq", "res": str(manifest["res"])}
+    meta |= {"backend": "tf", "source_hash": manifest["source_hash"], "inception_sha256": FID_INCEPTION_SHA256}
+    path = carry.parent / "ref" / "celebahq64-tf-features.safetensors"
+    path.parent.mkdir()
+    save_file({"features": torch.from_numpy(feats.astype(np.float32)), "_": torch.zeros(1)}, str(path), metadata=meta)
+    return path
+
+
+@needs_taesd
+def test_one_command_trains_scores_every_point_and_bundles_it(tmp_path: Path, cheap_fid: None) -> None:  # noqa: F811
+    from bench.reproduce.bundle import ingest_bundle
+    from bench.results import load_records
+
+    carry = fabricated_carry(tmp_path)
+    feats, results, bundle = real_features(carry), tmp_path / "results", tmp_path / "out" / "mini.tar.gz"
+    sets = [a for s in TINY for a in ("--set", s)] + ["--set", "sample.steps=2"]
+    out = invoke("reproduce", "mini", "--real-features", feats, "--carry", carry, "--models", "lfm,lapflow",
+                 "--seeds", "0,1", "--images", 16, "--points", POINTS, "--num-samples", 6, "--batch-size", 4,
+                 "--bootstrap", 2, "--work-dir", tmp_path / "runs", "--out", results, "--bundle", bundle,
+                 *sets).output  # fmt: skip
+    assert "4 run(s) complete" in out
+    records = load_records(results)
+    assert len(records) == 2 * 2 * POINTS * len(MINI_METRICS)  # runs x seeds x points x metrics
+    folder = results / "mini" / "celebahq64"
+    assert {p.parent for p in folder.glob("*.json")} == {folder}
+    by_key = {(r.extra["run"], r.extra["train_seed"], r.extra["point"], r.metric): r for r in records}
+    fid = by_key[("lapflow", 1, 1, "fid")]
+    assert fid.extra["benchmark"] == MINI_BENCHMARK and fid.extra["images_seen"] == 16 and fid.extra["final"]
+    assert fid.config["seed"] == 1 and fid.protocol["name"] == "fid-tf-6-celebahq64" and fid.sampling["nfe"] == 2
+    assert fid.extra["fid_bootstrap"]["reps"] == 2 and "fid_bootstrap" not in by_key[("lapflow", 1, 0, "fid")].extra
+    first = by_key[("lfm", 0, 0, "kid")]
+    assert (
+        first.extra["images_seen"] == 8 and first.extra["steps"] == 2 and first.protocol["name"].startswith("kid-tf-6")
+    )
+    assert 0 < first.extra["gpu_seconds"] <= fid.extra["gpu_seconds"] + 60
+    assert by_key[("lfm", 0, 1, "precision")].protocol["name"] == "precision-k3-tf-6-celebahq64"
+    for r in records:
+        assert np.isfinite(r.value) and r.protocol["reference_features"]["source_hash"] == "s" * 64
+    assert all(0 <= by_key[(n, s, p, m)].value <= 1 for n, s, p, m in by_key if m in ("precision", "recall"))
+    # seeds differ (other initialisation and data order), the same seed is the same training
+    assert by_key[("lfm", 0, 1, "fid")].value != by_key[("lfm", 1, 1, "fid")].value
+    grid = json.loads((folder / "grids" / "lfm-lapflow-seed0-1-16.json").read_text())
+    assert [(r["run"], r["train_seed"], r["point"]) for r in grid["rows"]][:2] == [("lfm", 0, 0), ("lfm", 0, 1)]
+    assert len(grid["rows"]) == 2 * 2 * POINTS and grid["tile"] == 64
+    summary = json.loads((folder / "provenance" / "lfm-lapflow-seed0-1-16.json").read_text())
+    assert summary["points"] == [8, 16] and summary["runs"]["lapflow-seed1"]["complete"]
+    # the bundle holds everything written; ingesting it elsewhere reproduces the records
+    elsewhere = tmp_path / "elsewhere"
+    written = ingest_bundle(bundle, elsewhere, tmp_path / "runs-here")
+    assert (
+        len(load_records(elsewhere)) == len(records)
+        and (tmp_path / "runs-here" / "lfm-seed0" / "stats.jsonl").is_file()
+    )
+    assert sorted(p.name for p in (elsewhere / "mini" / "celebahq64").iterdir()) == sorted(
+        p.name for p in folder.iterdir()
+    )
+    assert len(written) > len(records)
+
+
+@needs_taesd
+def test_one_command_refuses_features_of_other_images(tmp_path: Path, cheap_fid: None) -> None:  # noqa: F811
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    carry = fabricated_carry(tmp_path)
+    feats = real_features(carry)
+    with safe_open(str(feats), framework="pt") as f:
+        meta = dict(f.metadata())
+    save_file(load_file(str(feats)), str(feats), metadata={**meta, "source_hash": "t" * 64})
+    result = runner.invoke(app, [
+        "reproduce", "mini", "--real-features", str(feats), "--carry", str(carry), "--models", "lfm",
+        "--images", "16", "--points", "2", "--num-samples", "6", "--work-dir", str(tmp_path / "runs"),
+        "--out", str(tmp_path / "results"), "--set", "train.batch_size=4"])  # fmt: skip
+    assert result.exit_code == 1 and "other images than the carried latents" in result.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_ingest_refuses_a_bundle_with_a_bad_record_before_writing(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from bench.reproduce.bundle import ingest_bundle
+
+    bundle = tmp_path / "b.tar.gz"
+    with tarfile.open(bundle, "w:gz") as tar:
+        for name, data in (("results/mini/x/grids/a.json", b"{}"), ("results/mini/x/fid__a.json", b"[1, 2]")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(BenchError, match="is a JSON list, not an object"):
+        ingest_bundle(bundle, tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("results/../../x.json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with pytest.raises(BenchError, match="unexpected path"):
+        ingest_bundle(evil, tmp_path / "results")
+    with pytest.raises(BenchError, match="not a readable"):
+        ingest_bundle(tmp_path / "missing.tar.gz", tmp_path / "results")
