@@ -70,3 +70,23 @@ def test_bootstrap_centres_on_the_fid_and_is_reproducible() -> None:
         for k in range(40)
     ]
     assert 0.5 < boot.std / np.std(independent) < 2.0
+
+
+def test_ema_initial_weight_has_its_closed_forms_and_warns_for_a_young_ema() -> None:
+    import math
+
+    from bench.config import parse_set, resolve
+    from bench.train import ema_initial_weight, young_ema_warning
+
+    assert ema_initial_weight(0.999, False, 700) == pytest.approx(0.999**700, rel=1e-12)  # the FID-500 runs: 0.50
+    n = 50  # warm-up decay (1 + t) / (10 + t) for every step: the product telescopes to 9! n! / (n + 9)!
+    assert ema_initial_weight(0.999, True, n) == pytest.approx(
+        math.factorial(9) * math.factorial(n) / math.factorial(n + 9)
+    )
+    cold = resolve(
+        preset="lfm-tiny", overrides=[parse_set("train.ema_warmup=false"), parse_set("train.ema_decay=0.999")]
+    )
+    message = young_ema_warning(cold, 700)
+    assert message is not None and "50%" in message and "ema_warmup=true" in message
+    assert young_ema_warning(cold, 5000) is None  # 0.999^5000 = 0.7%
+    assert young_ema_warning(resolve(preset="lfm-celebahq128-mini"), 100) is None  # every short preset warms up

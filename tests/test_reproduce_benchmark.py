@@ -138,3 +138,30 @@ def test_ingest_refuses_a_bundle_with_a_bad_record_before_writing(tmp_path: Path
         ingest_bundle(evil, tmp_path / "results")
     with pytest.raises(BenchError, match="not a readable"):
         ingest_bundle(tmp_path / "missing.tar.gz", tmp_path / "results")
+
+
+def test_reference_features_round_trip_and_refuse_other_statistics(tmp_path: Path) -> None:
+    from bench.metrics import fid
+    from bench.reproduce.mini import Carry
+    from bench.reproduce.reference import export_reference_features, load_reference
+
+    feats = np.random.default_rng(0).random((20, 2048)).astype(np.float32)
+    np.save(tmp_path / "f-tf.npy", feats)
+    meta = {"backend": "tf", "dataset": "celebahq", "res": 128, "source_hash": "h" * 64}
+    fid.save_stats(tmp_path / "ref.npz", fid.FeatureStats.of(feats.astype(np.float64)), meta)
+    out = export_reference_features(tmp_path / "f-tf.npy", tmp_path / "ref.npz", tmp_path / "out.safetensors")
+    carry = Carry(tmp_path, {"dataset": "celebahq", "res": 128, "source_hash": "h" * 64})
+    ref = load_reference(out, carry, torch.device("cpu"))
+    assert (
+        torch.equal(ref.features, torch.from_numpy(feats))
+        and ref.n == 20
+        and (ref.dataset, ref.res) == ("celebahq", 128)
+    )
+    assert np.allclose(ref.mu.numpy(), feats.astype(np.float64).mean(0)) and ref.describe()["source_hash"] == "h" * 64
+    with pytest.raises(BenchError, match="other images"):
+        load_reference(
+            out, Carry(tmp_path, {"dataset": "celebahq", "res": 64, "source_hash": "h" * 64}), torch.device("cpu")
+        )
+    np.save(tmp_path / "g-tf.npy", feats[::-1] * 2)  # other images: their statistics differ
+    with pytest.raises(BenchError, match="do not reproduce"):
+        export_reference_features(tmp_path / "g-tf.npy", tmp_path / "ref.npz", tmp_path / "g.safetensors")

@@ -29,7 +29,8 @@ from bench.errors import BenchError
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_SUBDIR, Carry, model_presets, read_carry, write_json_atomic
 from bench.reproduce.reference import Reference, load_reference
 
-FIRST_RUN_GUESS_S = 240.0  # wall seconds of a run before one has been measured (deadline planning)
+SCORE_GUESS_S = 30.0  # wall seconds to sample and score 5,000 samples of a B/2 model at one point on an H200
+MIN_TRAIN_S = 30.0  # a run with less training time left before the deadline is skipped
 
 
 @dataclass
@@ -131,7 +132,11 @@ class Scorer:
         from bench.metrics.fid import FeatureStats, RefStats, fid_from_stats
         from bench.metrics.protocols import FIDProtocol
         from bench.reproduce.run import final_loss
+        from bench.train import young_ema_warning
 
+        warning = young_ema_warning(cfg, state.step)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             fake, first, nfe, sample_s, feat_s = self.features(ema, cfg)
         tic = time.perf_counter()
@@ -253,21 +258,16 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     tag = _tag(opts)
     summary = _summary(opts, carry, env, git, points, tag)
     warm_up(info.device)
-    last_wall: float | None = None
     for name, seed, cfg in jobs:
         key = f"{name}-seed{seed}"
-        elapsed = time.perf_counter() - started
-        need = last_wall if last_wall is not None else FIRST_RUN_GUESS_S
-        if opts.deadline_s and elapsed + need > opts.deadline_s:
-            summary["skipped"][key] = (
-                f"{elapsed:.0f} s spent, about {need:.0f} s more needed, deadline {opts.deadline_s:g} s"
-            )
+        left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
+        if left < len(points) * SCORE_GUESS_S + MIN_TRAIN_S:
+            summary["skipped"][key] = f"{opts.deadline_s - left:.0f} s spent of the {opts.deadline_s:g} s deadline"
             print(f"[{key}] skipped: {summary['skipped'][key]}", flush=True)
             continue
         tic = time.perf_counter()
         summary["runs"][key] = run_one(name, cfg, opts, info, scorer, points, started, summary, tag)
-        last_wall = time.perf_counter() - tic
-        summary["runs"][key]["wall_seconds"] = last_wall
+        summary["runs"][key]["wall_seconds"] = time.perf_counter() - tic
         summary["command_seconds"] = time.perf_counter() - started
         _publish(opts, scorer, summary, tag)
     summary["command_seconds"] = time.perf_counter() - started
@@ -294,9 +294,9 @@ def run_one(
 
     if scorer._extractor is None:
         scorer.setup(cfg)
-    if opts.deadline_s:  # stop training (not scoring) in time: the remaining points would not fit anyway
-        left = opts.deadline_s - (time.perf_counter() - started)
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=max(1.0, 0.8 * left)))
+    if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
+        left = opts.deadline_s - (time.perf_counter() - started) - len(points) * SCORE_GUESS_S
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=max(1.0, left)))
     run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     scored: list[int] = []
 
