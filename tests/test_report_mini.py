@@ -196,6 +196,7 @@ def test_one_seed_uses_the_bootstrap_interval(tmp_path):
     write_run(tmp_path, "lfm", 0, [45, 30], boot=(29.0, 31.0))
     write_run(tmp_path, "pyramidal-flow", 0, [50, 40], boot=(39.0, 41.0))
     write_run(tmp_path, "lapflow", 0, [44, 30.5], boot=(29.5, 31.5))
+    write_run(tmp_path, "lapflow-scales-3", 0, [20, 10], boot=(9.5, 10.5))
     (section,) = collect(generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False).records)
     verdicts = {o.what: verdict(section, o) for o in ORDERINGS}
     assert verdicts["LFM < Pyramidal Flow"] == (

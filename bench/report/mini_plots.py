@@ -45,8 +45,8 @@ def _points(run: Run, x_axis: str) -> list[CurvePoint]:
         if x_axis == "images":
             xs = [float(images)]
         else:
-            xs = [float(i.record.extra["gpu_seconds"]) for i in run.records("fid", images)
-                  if isinstance(i.record.extra.get("gpu_seconds"), int | float)]  # fmt: skip
+            seconds = (i.record.extra.get("gpu_seconds") for i in run.records("fid", images))
+            xs = [float(v) for v in seconds if isinstance(v, int | float)]
             if len(xs) != stat.n or min(xs) <= 0:
                 continue
         mean = sum(xs) / len(xs)

@@ -62,12 +62,16 @@ ORDERINGS = (
 )
 
 
-def _envelope(run: Run, final: int) -> tuple[float, float] | None:
+Box = tuple[float, float]  # (p05, p95)
+
+
+def _envelope(run: Run, final: int) -> Box | None:
     """The bootstrap interval of the run's FID at its final point (over several seeds: the envelope of theirs)."""
-    intervals = [bootstrap_interval(i) for i in run.records("fid", final)]
-    if not intervals or None in intervals:
+    items = run.records("fid", final)
+    intervals = [box for box in (bootstrap_interval(i) for i in items) if box is not None]
+    if not intervals or len(intervals) < len(items):
         return None
-    return min(i[0] for i in intervals), max(i[1] for i in intervals)  # type: ignore[index]
+    return min(box[0] for box in intervals), max(box[1] for box in intervals)
 
 
 def _seed_verdict(a: Stat, b: Stat, text: str) -> str:
@@ -84,17 +88,20 @@ def _seed_verdict(a: Stat, b: Stat, text: str) -> str:
     return f"{verdict}: {text} (difference {fmt_sig(abs(diff))}, {how}; {seeds})"
 
 
-def _bootstrap_verdict(a: Stat, b: Stat, boxes: tuple, names: tuple[str, str], text: str) -> str:
+def _bootstrap_verdict(
+    a: Stat, b: Stat, boxes: tuple[Box | None, Box | None], names: tuple[str, str], text: str
+) -> str:
     diff = b.mean - a.mean
     unknown = "one seed only: spread unknown"
-    if None in boxes:
+    first, second = boxes
+    if first is None or second is None:
         lacking = " or ".join(name for name, box in zip(names, boxes, strict=True) if box is None)
         order = "in" if diff > 0 else "not in"
         return (
             f"{unknown}, no bootstrap interval for {lacking}: {text} (means {order} the paper's order, difference "
             f"{fmt_sig(abs(diff))})"
         )
-    (low_a, high_a), (low_b, high_b) = boxes
+    (low_a, high_a), (low_b, high_b) = first, second
     overlap = high_a >= low_b and high_b >= low_a
     verdict = "within noise" if overlap or diff == 0 else ("holds" if diff > 0 else "does not hold")
     box_a, box_b = f"{fmt_sig(low_a)}-{fmt_sig(high_a)}", f"{fmt_sig(low_b)}-{fmt_sig(high_b)}"
