@@ -1,4 +1,4 @@
-"""Up-front checks of a resolved config, so bad input fails in one sentence before any work or file is written.
+"""Up-front checks of a resolved config and of measurement inputs: bad input fails in one sentence, before work.
 
 `bench train` (with or without --dry-run) and `bench reproduce` run these before any data is read or any folder
 is made: value ranges of the train and data sections, the run name, the resolution against the autoencoder and
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from bench.config import RunConfig, TrainConfig
 from bench.errors import BenchError
+
+if TYPE_CHECKING:  # bench.config imports torch (SampleSpec); the CLI's start-up must not
+    from bench.config import RunConfig, TrainConfig
 
 # The paper's largest resolution is 1024 px; twice that still fits a GPU, while a typo such as 100000 px would
 # try to allocate hundreds of GiB for the image cache before failing.
@@ -96,6 +98,8 @@ def check_run(cfg: RunConfig) -> RunCheck:
     """Names, value ranges, the resolution against the autoencoder and the model, the autoencoder's weights.
 
     The model is built on the meta device: its constructor's checks run without allocating weights."""
+    import torch
+
     from bench.autoencoders import get_spec, latent_shape
     from bench.registry import AUTOENCODERS, DATASETS, MODELS
 
@@ -162,3 +166,41 @@ def check_weights(name: str, path: str, res: int) -> None:
             else "; no other autoencoder's weights are here (`bench ls autoencoders`)"
         )
         raise BenchError(str(exc).rstrip(".") + hint + ".") from None
+
+
+def check_counts(**values: int | None) -> None:
+    """Batch sizes, sample counts and the like: positive integers (one sentence naming the option)."""
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise BenchError(f"--{name.replace('_', '-')} must be positive, got {value}.")
+
+
+def check_reference(ref: str, backends: list[str], res: int | None, dataset: str | None = None) -> None:
+    """The reference exists for every backend and matches the samples' resolution (and data set): before work."""
+    from bench.metrics.fid import resolve_ref
+
+    for backend in backends:
+        meta = resolve_ref(ref, backend).meta
+        ref_res, ref_data = meta.get("res"), meta.get("dataset")
+        if res is not None and ref_res is not None and int(ref_res) != res:
+            raise BenchError(
+                f"Reference '{ref}' holds {ref_res} px statistics but the samples are {res} px; "
+                f"score against a {res} px reference (e.g. `bench eval ref-stats {ref_data or 'DATASET'} --res {res}`)."
+            )
+        if dataset and ref_data and ref_data != dataset:
+            raise BenchError(f"Reference '{ref}' is of data set '{ref_data}' but the samples model '{dataset}'.")
+
+
+def folder_resolution(folder: Path) -> int | None:
+    """Side of the first PNG in `folder` (read from its header), None when there is none to read."""
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in Path(folder).glob("*.png") if not p.name.startswith(".")) if folder.is_dir() else []
+    if not files:
+        return None
+    try:
+        with Image.open(files[0]) as img:
+            width, height = img.size
+    except (OSError, UnidentifiedImageError):
+        return None
+    return width if width == height else None

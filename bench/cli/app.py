@@ -27,14 +27,37 @@ from bench.errors import BenchError
 
 
 class BenchGroup(TyperGroup):
-    """Turns a BenchError from any command into one sentence on stderr and exit code 1 (no traceback)."""
+    """Turns a BenchError from any command into one sentence on stderr and exit code 1 (no traceback).
+
+    Faults from outside the suite get one sentence too: Ctrl-C outside the training loop (exit 130), a file
+    system error naming its file, running out of memory. `-vv` shows their traceback instead.
+    """
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except BenchError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=1) from None
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted (Ctrl-C); nothing half-written is kept, rerun the command to continue.", 130)
+        except OSError as exc:
+            if exc.filename is None or logging.getLogger().level <= logging.DEBUG:
+                raise
+            fail(f"cannot use '{exc.filename}': {exc.strerror or exc}.")
+        except (MemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc) or logging.getLogger().level <= logging.DEBUG:
+                raise
+            fail(f"out of memory ({str(exc).splitlines()[0][:120]}); lower the batch size or the resolution.")
+        return None
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=code) from None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
 app = typer.Typer(

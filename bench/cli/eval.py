@@ -19,13 +19,13 @@ from typing import Annotated, Any
 import typer
 
 from bench.errors import BenchError
-from bench.metrics.measure import FidRequest, Target
+from bench.metrics.measure import FidRequest
+from bench.validate import check_counts, check_reference, folder_resolution
 
-app = typer.Typer(no_args_is_help=True, help="Measure FID, GFLOPs, time and NFE; write result records.")
+app = typer.Typer(help="Measure FID, GFLOPs, time and NFE; write result records.")
 
 METRICS = ("fid", "flops", "time", "nfe")
 DEFAULT_FID_SAMPLES = 5000
-DEFAULT_RES = 256
 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Results folder (else $BENCH_RESULTS_DIR or results/).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N (else $BENCH_DEVICE).")]
@@ -41,6 +41,13 @@ def results_dir(out: Path | None = None) -> Path:
     if out is not None:
         return Path(out)
     return Path(os.environ.get("BENCH_RESULTS_DIR", "").strip() or "results")
+
+
+def output_folder(out: Path | None) -> Path:
+    """The results folder, checked writable before anything is measured (a result is never lost at the end)."""
+    from bench.paths import check_writable_dir
+
+    return check_writable_dir(results_dir(out), "results folder")
 
 
 def _device(name: str | None) -> Any:
@@ -87,61 +94,35 @@ def terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@app.callback(invoke_without_command=True)
+def eval_group(
+    ctx: typer.Context,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every family at its defaults and every metric that runs here (no FID).")
+    ] = False,
+) -> None:
+    """Measure models (`bench eval --all`: all of them, with a plan first) or score samples (sub-commands)."""
+    if ctx.invoked_subcommand is not None:
+        if all_:
+            raise BenchError("`bench eval --all` takes no sub-command; for options use `bench eval run --all ...`.")
+        return
+    if not all_:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    from bench.cli.eval_plan import CPU_DEFAULT_METRICS, GPU_DEFAULT_METRICS
+
+    on_gpu = _device(None).type == "cuda"
+    if not on_gpu:
+        typer.echo(
+            "bench eval --all on a CPU: flops and nfe (timing needs a GPU; `bench eval run --all "
+            "--metrics time` times here anyway); FID needs a trained run (`bench eval run --run-dir`).",
+            err=True,
+        )
+    run_command(all_=True, metrics=GPU_DEFAULT_METRICS if on_gpu else CPU_DEFAULT_METRICS)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # bench eval run
-
-
-def default_preset(family: str, res: int) -> str:
-    """The family's CelebA-HQ preset at `res` (the paper's architecture), e.g. lfm-celebahq256-l2."""
-    from bench.registry import PRESET_TABLES
-
-    names = sorted(n for n in PRESET_TABLES.load(family) if n.startswith(f"{family}-celebahq{res}-"))
-    if len(names) > 1:
-        names = [n for n in names if n.endswith("-l2")] or names
-    if len(names) != 1:
-        found = ", ".join(names) if names else "none"
-        raise BenchError(f"Model '{family}' has no single CelebA-HQ {res} px preset (found {found}); pass --preset.")
-    return names[0]
-
-
-def build_targets(
-    model: str | None, all_: bool, preset: str | None, res: list[int] | None, run_dir: Path | None
-) -> list[Target]:
-    from bench.config import load_run_config, resolve
-    from bench.registry import MODELS
-
-    if run_dir is not None:
-        if all_ or preset:
-            raise BenchError("--run-dir measures one trained run; drop --all and --preset.")
-        cfg = load_run_config(Path(run_dir) / "config.yaml")
-        if model and model != cfg.family:
-            raise BenchError(f"Run '{run_dir}' is a '{cfg.family}' run, not '{model}'.")
-        if res and res != [cfg.data.res]:
-            raise BenchError(f"Run '{run_dir}' is trained at {cfg.data.res} px; drop --res.")
-        return [Target(cfg.family, cfg, Path(run_dir))]
-    if all_ and (model or preset):
-        raise BenchError("--all measures every model at its default presets; drop MODEL and --preset.")
-    if not (all_ or model or preset):
-        raise BenchError("Name a MODEL, a --preset, a --run-dir or --all.")
-    families = MODELS.names() if all_ else [MODELS.check(model)] if model else [None]
-    targets = []
-    for family in families:
-        if preset:
-            for r in res or [None]:
-                overrides = [{"data": {"res": r}}] if r else []
-                cfg = resolve(family, preset, overrides=overrides)
-                targets.append(Target(cfg.family, cfg, None))
-        else:
-            for r in res or [DEFAULT_RES]:
-                try:
-                    name = default_preset(family, r)
-                except BenchError as exc:
-                    if not all_:
-                        raise
-                    typer.echo(f"skipping {family} at {r} px: {exc}", err=True)
-                    continue
-                targets.append(Target(family, resolve(family, name), None))
-    return targets
 
 
 def fid_request(
@@ -184,19 +165,34 @@ def run_command(
     out: OutOpt = None,
 ) -> None:
     """Measure MODEL (or --all) and write one record per measurement."""
+    from bench.cli.eval_plan import build_targets, echo_plan, echo_step
     from bench.metrics.measure import Context, cost_autoencoder, load_target, run_flops, run_nfe, run_time
     from bench.runtime import configure_numerics, environment
+    from bench.validate import check_precision
 
     wanted = split_list(metrics, METRICS, "metric")
     res_list = split_ints(res, "resolutions") if res else None
+    batches = split_ints(time_batch, "timing batch sizes")
+    check_counts(num_samples=num_samples, batch_size=batch_size, steps=steps, repeats=repeats)
+    if precision is not None:
+        check_precision(precision, "--precision")
     if "fid" in wanted and run_dir is None:
         raise BenchError("FID needs trained weights: pass --run-dir with a checkpoint.")
     targets = build_targets(model, all_, preset, res_list, run_dir)
-    dev, folder = _device(device), results_dir(out)
+    dev, folder = _device(device), output_folder(out)
     if {"time", "fid"} & set(wanted):
         from bench.accel import check_fast_path
 
         check_fast_path(fast, dev)
+    fid = None
+    if "fid" in wanted:  # the reference is checked against every target before anything is measured
+        fid = dataclasses.replace(
+            fid_request(targets[0].cfg, protocol, backend, num_samples, ref, batch_size, save_features), fast=fast
+        )
+        for target in targets:
+            check_reference(fid.ref, fid.backends, target.cfg.data.res, target.cfg.data.dataset)
+    echo_plan(targets, wanted, dev, folder, batches, fid)
+    steps_done, total = 0, len(targets) * len(wanted)
     with terminate_cleanly():
         for target in targets:
             spec_over = {k: v for k, v in (("solver", solver), ("steps", steps)) if v is not None}
@@ -208,17 +204,19 @@ def run_command(
             )
             if {"time", "flops"} & set(wanted):
                 ctx.autoencoder, ctx.autoencoder_note = cost_autoencoder(target.cfg, dev)
-            if "flops" in wanted:
-                run_flops(ctx)
-            if "nfe" in wanted:
-                run_nfe(ctx)
-            if "time" in wanted:
-                run_time(ctx, split_ints(time_batch, "timing batch sizes"), warmup, repeats, fast)
-            if "fid" in wanted:
-                from bench.metrics.measure import run_fid
+            for metric in [m for m in ("flops", "nfe", "time", "fid") if m in wanted]:
+                steps_done += 1
+                echo_step(steps_done, total, target, metric)
+                if metric == "flops":
+                    run_flops(ctx)
+                elif metric == "nfe":
+                    run_nfe(ctx)
+                elif metric == "time":
+                    run_time(ctx, batches, warmup, repeats, fast)
+                elif fid is not None:
+                    from bench.metrics.measure import run_fid
 
-                req = fid_request(target.cfg, protocol, backend, num_samples, ref, batch_size, save_features)
-                run_fid(ctx, dataclasses.replace(req, fast=fast))
+                    run_fid(ctx, fid)
 
 
 @app.command("ref-stats")
@@ -234,8 +232,11 @@ def ref_stats_command(
     """Reference statistics (.npz: mu, sigma, n, protocol, source hash) of the prepared data set, cached."""
     from bench.metrics.fid import reference_stats
     from bench.metrics.protocols import FID_BACKENDS
+    from bench.validate import check_resolution
 
     backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
+    check_resolution(res, "--res")
+    check_counts(batch_size=batch_size)
     root = os.environ.get("BENCH_DATA_ROOT", "").strip()
     with terminate_cleanly():
         data_root = Path(root) if root else None
@@ -246,7 +247,9 @@ def ref_stats_command(
         typer.echo(f"{b}: {p}")
 
 
-def _external_record(model: str, name: str, protocol: Any, value: float, extra: dict, note: str) -> Any:
+def _external_record(
+    model: str, name: str, protocol: Any, value: float, extra: dict, note: str, device: Any = None
+) -> Any:
     from bench.results import make_record
     from bench.runtime import environment
 
@@ -259,17 +262,20 @@ def _external_record(model: str, name: str, protocol: Any, value: float, extra: 
         value=value,
         unit="",
         protocol=protocol,
-        environment=environment(),
+        environment=environment(device),
         extra=extra,
         note=note,
     )
 
 
-def _score_external(stats: dict, feats: dict, req: FidRequest, model: str, name: str, note: str, out: Path) -> None:
+def _score_external(
+    stats: dict, feats: dict, req: FidRequest, model: str, name: str, note: str, out: Path, device: Any
+) -> None:
+    """One record per backend; `device` (where the features were computed) names the GPU in the environment."""
     from bench.metrics.measure import write_fid_records
 
     def make(metric: str, value: float, unit: str, proto: dict, extra: dict) -> Any:
-        return _external_record(model, name, proto, value, {**extra, "metric": metric}, note)
+        return _external_record(model, name, proto, value, {**extra, "metric": metric}, note, device)
 
     write_fid_records(stats, feats, req, make, out)
 
@@ -293,11 +299,16 @@ def fid_folder_command(
     from bench.metrics.protocols import FID_BACKENDS
 
     backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
+    check_counts(num_samples=num_samples, batch_size=batch_size)
+    if not folder.is_dir():
+        raise BenchError(f"Sample folder '{folder}' does not exist.")
+    dev, results = _device(device), output_folder(out)
+    check_reference(ref, backends, folder_resolution(folder))
     req = FidRequest(backends, num_samples, ref, batch_size, save_features)
     with terminate_cleanly():
         batches = folder_batches(folder, num_samples, batch_size)
-        stats, feats = compute_stats(batches, backends, _device(device), keep_features=save_features is not None)
-        _score_external(stats, feats, req, model, name or folder.name, f"scored from folder {folder}", results_dir(out))
+        stats, feats = compute_stats(batches, backends, dev, keep_features=save_features is not None)
+        _score_external(stats, feats, req, model, name or folder.name, f"scored from folder {folder}", results, dev)
 
 
 @app.command("fid-latents")
@@ -316,20 +327,23 @@ def fid_latents_command(
     out: OutOpt = None,
 ) -> None:
     """FID of saved latents, decoded and quantised here."""
-    from bench.autoencoders import load_autoencoder
+    from bench.autoencoders import get_spec, load_autoencoder
     from bench.metrics.fid import compute_stats
     from bench.metrics.fid_sources import latent_batches, load_latents
     from bench.metrics.protocols import FID_BACKENDS
 
     backends = split_list(backend, tuple(FID_BACKENDS), "FID backend")
-    dev = _device(device)
+    check_counts(num_samples=num_samples, batch_size=batch_size)
+    dev, results = _device(device), output_folder(out)
     req = FidRequest(backends, num_samples, ref, batch_size, save_features)
     with terminate_cleanly():
+        z = load_latents(latents)
+        check_reference(ref, backends, z.shape[-1] * get_spec(autoencoder).factor)
         ae = load_autoencoder(autoencoder, device=dev, path=autoencoder_path)
-        batches = latent_batches(load_latents(latents), ae, num_samples, batch_size, dev)
+        batches = latent_batches(z, ae, num_samples, batch_size, dev)
         stats, feats = compute_stats(batches, backends, dev, keep_features=save_features is not None)
         note = f"decoded from {latents} with {autoencoder} ({ae.weights_hash})"
-        _score_external(stats, feats, req, model, name or latents.stem, note, results_dir(out))
+        _score_external(stats, feats, req, model, name or latents.stem, note, results, dev)
 
 
 @app.command("fid-features")
@@ -340,6 +354,7 @@ def fid_features_command(
     num_samples: Annotated[int | None, typer.Option(help="Rows scored (default: all).")] = None,
     model: ModelOpt = "external",
     name: Annotated[str | None, typer.Option("--name", help="Record name (default: the file's stem).")] = None,
+    device: Annotated[str | None, typer.Option(help="Device that computed the features (named in the record).")] = None,
     out: OutOpt = None,
 ) -> None:
     """FID from precomputed Inception features (e.g. returned by a GPU run)."""
@@ -348,6 +363,9 @@ def fid_features_command(
     from bench.metrics.protocols import check_backend
 
     check_backend(backend)
+    check_counts(num_samples=num_samples)
+    dev, results = _device(device), output_folder(out)
+    check_reference(ref, [backend], None)
     rows = load_features(features)
     n = num_samples or len(rows)
     if n > len(rows):
@@ -355,9 +373,8 @@ def fid_features_command(
     req = FidRequest([backend], n, ref, n, None)
     with terminate_cleanly():
         stats = {backend: FeatureStats.of(rows[:n])}
-        _score_external(
-            stats, {}, req, model, name or features.stem, f"scored from features {features}", results_dir(out)
-        )
+        note = f"scored from features {features}"
+        _score_external(stats, {}, req, model, name or features.stem, note, results, dev)
 
 
 def main() -> None:

@@ -25,8 +25,10 @@ def report_command(
     plots: Annotated[bool, typer.Option(help="Regenerate plots and sample grids (--no-plots: tables only).")] = True,
 ) -> None:
     """Regenerate reports/ from results/: paper-vs-measured tables (Markdown, LaTeX, CSV), plots and README."""
+    from bench.paths import check_writable_dir
     from bench.report.build import build_report
 
+    check_writable_dir(out, "report folder")  # before any record is read or plot drawn
     report = build_report(results_dir, out, runs_dir, paper_dir, plots)
     typer.echo(
         f"report: {len(report.records)} record(s) -> {len(report.files)} file(s) in {out} "

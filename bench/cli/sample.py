@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bench.cli.common import parse_seeds
+from bench.cli.common import count_text, echo_header, parse_seeds
+from bench.errors import BenchError
 
 if TYPE_CHECKING:  # the CLI imports no torch at start-up
     from bench.config import RunConfig
@@ -33,31 +35,37 @@ def sample_command(
         bool, typer.Option("--class-grid", help="Write only class-grid.png: a row per class, a column per seed.")
     ] = False,
     classes: Annotated[str, typer.Option(help="--class-grid rows, e.g. 0-9 or 1,4,9 (default: all).")] = "",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Sample seeds from RUN_DIR's latest checkpoint; under torchrun each process takes every world-th seed."""
-    import dataclasses
+    from tqdm import tqdm
 
     from bench.accel import check_fast_path
     from bench.autoencoders import load_autoencoder
-    from bench.checkpoint import load_run
-    from bench.config import from_dict, merge, parse_set, to_dict
+    from bench.checkpoint import CONFIG_FILE, load_run
+    from bench.config import from_dict, merge, to_dict
     from bench.dist import init_distributed, shutdown
     from bench.interface import SampleSpec
-    from bench.paths import device_name
+    from bench.paths import check_writable_dir, device_name
     from bench.sample import atomic_write_image, generate, image_grid, save_latents, save_png
 
     seed_list = parse_seeds(seeds)
     class_list = parse_classes(classes) if classes else None
+    if batch_size <= 0:
+        raise BenchError(f"--batch-size must be positive, got {batch_size}.")
+    sample_sets = sample_overrides(set_ or [])
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise BenchError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
+    out_dir = check_writable_dir(out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}", "output folder")
     info = init_distributed(device_name())
     try:
         check_fast_path(fast, info.device)
         model, cfg = load_run(run_dir, weights, info.device)
         spec_values = to_dict(cfg.sample)
-        for s in set_ or []:
-            spec_values = merge(spec_values, parse_set(s).get("sample", {}))
+        for override in sample_sets:
+            spec_values = merge(spec_values, override)
         spec = from_dict(SampleSpec, spec_values, prefix="sample.")
         cfg = dataclasses.replace(cfg, sample=spec)
-        out_dir = out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}"
         if class_grid:
             write_class_grid(model, cfg, seed_list, class_list, out_dir, batch_size, info)
             return
@@ -67,7 +75,15 @@ def sample_command(
             if latents
             else load_autoencoder(cfg.data.autoencoder, device=info.device, path=cfg.data.autoencoder_path)
         )
+        if info.is_main:
+            echo_header(
+                f"bench sample: {cfg.family} ({count_text(sum(p.numel() for p in model.parameters()))} parameters)",
+                _header_rows(run_dir, cfg, info, len(seed_list), out_dir, weights, fast, latents),
+            )
         written, images = 0, []
+        bar = tqdm(
+            total=len(mine), unit="img", desc="sample", dynamic_ncols=True, disable=not (progress and info.is_main)
+        )
         for batch in generate(model, mine, spec, batch_size, cfg.train.precision, ae, fast=fast):
             if latents:
                 save_latents(batch, out_dir, cfg)
@@ -75,19 +91,64 @@ def sample_command(
                 save_png(batch.images, batch.seeds, out_dir)
                 images.append(batch.images)
             written += len(batch.seeds)
+            bar.update(len(batch.seeds))
+        bar.close()
         if grid and images and info.world == 1:
             import torch
 
             atomic_write_image(image_grid(torch.cat(images)), out_dir / "grid.png")
     finally:
         shutdown()
-    typer.echo(f"rank {info.rank}: wrote {written} {'latents' if latents else 'images'} to {out_dir}")
+    who = f"rank {info.rank}: " if info.world > 1 else ""
+    typer.echo(f"{who}wrote {written} {'latents' if latents else 'images'} to {out_dir}")
+
+
+def sample_overrides(sets: list[str]) -> list[dict]:
+    """`--set` values of the sample section; a key of another section does not apply to sampling: refused."""
+    import difflib
+
+    from bench.config import parse_set
+    from bench.interface import SampleSpec
+
+    fields = [f.name for f in dataclasses.fields(SampleSpec)]
+    out = []
+    for text in sets:
+        values = parse_set(text)
+        key = text.split("=", 1)[0].strip()
+        if set(values) != {"sample"}:
+            close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=1, cutoff=0.75)
+            hint = (
+                f"did you mean 'sample.{close[0]}'?" if close else f"sampling keys: sample.{', sample.'.join(fields)}"
+            )
+            raise BenchError(f"`bench sample --set` takes sampling keys only; '{key}' does not apply ({hint}).")
+        out.append(values["sample"])
+    return out
+
+
+def _header_rows(
+    run_dir: Path, cfg: RunConfig, info: DistInfo, n: int, out_dir: Path, weights: str, fast: str, latents: bool
+) -> list[tuple[str, str]]:
+    import json
+
+    from bench.checkpoint import latest_checkpoint
+    from bench.runtime import autocast_dtype
+
+    ckpt = latest_checkpoint(run_dir)
+    seen = json.loads((ckpt / "state.json").read_text())["images_seen"] if ckpt else 0
+    dtype = "bf16 autocast" if autocast_dtype(info.device, cfg.train.precision) else "float32"
+    procs = f" x {info.world} processes" if info.world > 1 else ""
+    s = cfg.sample
+    return [
+        ("device", f"{info.device}{procs}, {dtype}, fast path {fast}"),
+        ("checkpoint", f"{ckpt} ({weights} weights, {seen:,} images seen)"),
+        ("sampling", f"{s.solver}, {s.steps} steps, guidance {s.guidance:g}"),
+        ("length", f"{n:,} seeds -> {'latents' if latents else f'PNGs decoded with {cfg.data.autoencoder}'}"),
+        ("out", str(out_dir)),
+    ]
 
 
 def parse_classes(text: str) -> list[int]:
     """'0-9' or '1,4,9' -> class ids (same forms as seeds)."""
-    from bench.errors import BenchError
-
     try:
         return parse_seeds(text)
     except BenchError:
@@ -105,7 +166,6 @@ def write_class_grid(
 ) -> None:
     """class-grid.png in out_dir (one process: the grid is small and its layout needs every row)."""
     from bench.autoencoders import load_autoencoder
-    from bench.errors import BenchError
     from bench.sample import atomic_write_image, class_grid
 
     if info.world > 1:

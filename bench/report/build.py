@@ -32,7 +32,16 @@ def load_results(results_dir: Path) -> list[Loaded]:
     if not root.is_dir():
         raise BenchError(f"The results folder '{root}' does not exist; pass --results-dir or set BENCH_RESULTS_DIR.")
     paths = [p for p in record_paths(root) if not p.with_suffix(".png").is_file()]
-    return [Loaded(p.relative_to(root).as_posix(), read_record(p)) for p in paths]
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append(Loaded(path.relative_to(root).as_posix(), read_record(path)))
+        except BenchError as exc:  # name the one unreadable file and how to leave it out
+            raise BenchError(
+                f"{str(exc).rstrip('.')}; fix it, or skip it by renaming it to start with '.' (hidden files are not "
+                f"read) or moving it out of '{root}'."
+            ) from None
+    return loaded
 
 
 def check_paper(paper: PaperData) -> None:
