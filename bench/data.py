@@ -205,8 +205,9 @@ def describe_data(cfg: DataConfig, data_root: Path | None, cache_dir: Path) -> t
     folder = Path(cache_dir) / source.cache_name()
     meta = read_json(folder / META)
     prepared = bool(meta) and meta.get("source_hash") == source.fingerprint() and (folder / "images.npy").is_file()
-    size_gb = source.count * 3 * cfg.res * cfg.res / 1e9
-    cache = f"{folder} ({'images cached' if prepared else f'to prepare: {size_gb:.2f} GB of images'}"
+    size = source.count * 3 * cfg.res * cfg.res
+    size_text = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    cache = f"{folder} ({'images cached' if prepared else f'to prepare: {size_text} of images'}"
     if get_spec(cfg.autoencoder).kind != "identity":
         from bench.datasets.cache import latents_stem
 

@@ -39,7 +39,9 @@ def prepare(
     from bench.data import prepared_meta
     from bench.registry import AUTOENCODERS, DATASETS
     from bench.runtime import resolve_device
+    from bench.validate import check_resolution
 
+    check_resolution(res, "--res")
     cfg = DataConfig(
         dataset=DATASETS.check(dataset),
         res=res,
