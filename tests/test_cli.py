@@ -81,3 +81,23 @@ def test_rerunning_a_finished_run_says_so() -> None:
     assert second.exit_code == 0 and second.output.strip().splitlines()[-1].startswith("already complete")
     assert "resume       from step-00000002 (8 of 8 images)" in second.output
     assert "last loss" not in second.output
+
+
+def test_eval_all_runs_every_family_with_the_metrics_that_run_here(monkeypatch):
+    import bench.cli.eval as eval_cli
+
+    calls = []
+    monkeypatch.setattr(eval_cli, "run_command", lambda **kw: calls.append(kw))
+    monkeypatch.setenv("BENCH_DEVICE", "cpu")
+    result = invoke("eval", "--all")
+    assert result.exit_code == 0, result.output
+    assert calls == [{"all_": True, "metrics": "flops,nfe"}] and "timing needs a GPU" in result.output
+
+
+def test_eval_run_prints_its_plan_and_progress(tmp_path):
+    args = ["eval", "run", "lfm", "--preset", "lfm-tiny", "--res", "16", "--metrics", "nfe,flops", "--steps", "2"]
+    result = invoke(*args, "--device", "cpu", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "bench eval: 1 model(s) x 2 metric(s)" in result.output and "records     4 (4 per model)" in result.output
+    assert "eval [1/2] lfm-tiny 16 px: flops" in result.output and "eval [2/2] lfm-tiny 16 px: nfe" in result.output
+    assert len(list(tmp_path.glob("*.json"))) == 4

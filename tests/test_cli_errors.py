@@ -183,7 +183,7 @@ EVAL_CASES = [
     (["run", "lfm", "--metrics", "fid"], r"FID needs trained weights"),
     (["ref-stats", "celebahq", "--res", "100000"], r"Resolution 100000 px \(--res\)"),
     (["fid-folder", "/nonexistent/samples", "--ref", "celebahq64"], r"Sample folder '/nonexistent/samples'"),
-    (["fid-features", "/nonexistent.npy", "--ref", "celebahq64"], r"No tf reference statistics for 'celebahq64'"),
+    (["fid-features", "/nonexistent.npy", "--ref", "celebahq64"], r"Features file ./nonexistent.npy. does not exist"),
 ]
 
 
@@ -257,3 +257,11 @@ def test_report_names_an_unreadable_record_and_how_to_skip_it(tmp_path, files):
     result = invoke("report", "--results-dir", results, "--out", tmp_path / "rep", "--no-plots")
     assert_one_sentence(result, r"bad.json.*skip it by renaming it to start with '\.'")
     assert_one_sentence(invoke("report", "--out", files["file"], "--no-plots"), r"report folder .* is a file")
+
+
+def test_missing_reference_is_refused_before_scoring(tmp_path, isolated_paths):
+    feats = tmp_path / "feats.npy"
+    np.save(feats, np.zeros((4, 2048), np.float32))
+    result = invoke("eval", "fid-features", feats, "--ref", "celebahq64")
+    assert_one_sentence(result, r"No tf reference statistics for 'celebahq64'; run `bench eval ref-stats celebahq")
+    assert not list(isolated_paths.glob("results/**/*.json"))

@@ -365,8 +365,8 @@ def fid_features_command(
     check_backend(backend)
     check_counts(num_samples=num_samples)
     dev, results = _device(device), output_folder(out)
-    check_reference(ref, [backend], None)
     rows = load_features(features)
+    check_reference(ref, [backend], None)
     n = num_samples or len(rows)
     if n > len(rows):
         raise BenchError(f"Features file '{features}' holds {len(rows)} rows; {n} were asked for.")

@@ -54,12 +54,14 @@ def sample_command(
     if batch_size <= 0:
         raise BenchError(f"--batch-size must be positive, got {batch_size}.")
     sample_sets = sample_overrides(set_ or [])
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise BenchError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
-    out_dir = check_writable_dir(out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}", "output folder")
     info = init_distributed(device_name())
     try:
         check_fast_path(fast, info.device)
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise BenchError(f"'{run_dir}' is not a run directory (no {CONFIG_FILE}).")
+        out_dir = check_writable_dir(
+            out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}", "output folder"
+        )
         model, cfg = load_run(run_dir, weights, info.device)
         spec_values = to_dict(cfg.sample)
         for override in sample_sets:
