@@ -15,7 +15,7 @@ from bench.cli.app import app
 from bench.config import DataConfig, parse_set, resolve
 from bench.dist import DistInfo
 from bench.errors import BenchError
-from bench.reproduce.mini import MINI_MODELS, check_return_limits, model_presets
+from bench.reproduce.mini import DEFAULT_MODELS, MINI_MODELS, check_return_limits, model_presets
 from tests.conftest import SHARED_DATA, SHARED_WEIGHTS, requires_shared_data
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
@@ -138,7 +138,7 @@ def test_mini_presets_share_backbone_data_and_nfe() -> None:
 
 
 def test_return_limits_are_checked_before_any_work() -> None:
-    six = list(MINI_MODELS)
+    six = DEFAULT_MODELS.split(",")
     size = check_return_limits(six, 5000, (4, 16, 16))
     assert size == 5000 * (2 * 4 * 16 * 16 + 8) + 64 * 1024  # float16 latents, int64 seeds, header: 9.9 MiB
     with pytest.raises(BenchError, match="returns at most 8"):
@@ -254,7 +254,7 @@ def test_run_then_score_writes_latents_summary_grid_and_records(tmp_path: Path, 
 @needs_taesd
 def test_run_refuses_too_many_files_and_skips_past_the_deadline(tmp_path: Path) -> None:
     carry, out = fabricated_carry(tmp_path), tmp_path / "out"
-    seven = ",".join([*MINI_MODELS, "lfm-tiny"])
+    seven = ",".join([*DEFAULT_MODELS.split(","), "lfm-tiny"])
     result = runner.invoke(app, ["reproduce", "mini-run", "--carry", str(carry), "--out", str(out), "--models", seven])
     assert result.exit_code == 1 and "at most 8" in result.output and not out.exists()
     result = runner.invoke(app, ["reproduce", "mini-run", "--carry", str(carry), "--out", str(out),
