@@ -165,9 +165,7 @@ def run_command(
     out: OutOpt = None,
 ) -> None:
     """Measure MODEL (or --all) and write one record per measurement."""
-    from bench.cli.eval_plan import build_targets, echo_plan, echo_step
-    from bench.metrics.measure import Context, cost_autoencoder, load_target, run_flops, run_nfe, run_time
-    from bench.runtime import configure_numerics, environment
+    from bench.cli.eval_plan import build_targets, echo_plan, measure
     from bench.validate import check_precision
 
     wanted = split_list(metrics, METRICS, "metric")
@@ -192,31 +190,10 @@ def run_command(
         for target in targets:
             check_reference(fid.ref, fid.backends, target.cfg.data.res, target.cfg.data.dataset)
     echo_plan(targets, wanted, dev, folder, batches, fid)
-    steps_done, total = 0, len(targets) * len(wanted)
+    spec_over = {k: v for k, v in (("solver", solver), ("steps", steps)) if v is not None}
+    timing = (batches, warmup, repeats, fast)
     with terminate_cleanly():
-        for target in targets:
-            spec_over = {k: v for k, v in (("solver", solver), ("steps", steps)) if v is not None}
-            spec = dataclasses.replace(target.cfg.sample, **spec_over)
-            prec = precision or target.cfg.train.precision
-            numerics = configure_numerics(dev, prec)
-            ctx = Context(
-                target, load_target(target, dev), spec, dev, prec, {**environment(dev), "numerics": numerics}, folder
-            )
-            if {"time", "flops"} & set(wanted):
-                ctx.autoencoder, ctx.autoencoder_note = cost_autoencoder(target.cfg, dev)
-            for metric in [m for m in ("flops", "nfe", "time", "fid") if m in wanted]:
-                steps_done += 1
-                echo_step(steps_done, total, target, metric)
-                if metric == "flops":
-                    run_flops(ctx)
-                elif metric == "nfe":
-                    run_nfe(ctx)
-                elif metric == "time":
-                    run_time(ctx, batches, warmup, repeats, fast)
-                elif fid is not None:
-                    from bench.metrics.measure import run_fid
-
-                    run_fid(ctx, fid)
+        measure(targets, wanted, dev, folder, spec_over, precision, timing, fid)
 
 
 @app.command("ref-stats")

@@ -1,5 +1,5 @@
 """What `bench eval run` measures (its targets), the plan it prints first (what, how many records, rough cost)
-and its progress lines.
+and the measurement loop with its progress lines.
 
 Rough costs are orders of magnitude measured on this project's machines (2 CPU cores; one H200), enough to tell
 seconds from hours before a long command starts; the records themselves carry the measured numbers.
@@ -7,6 +7,7 @@ seconds from hours before a long command starts; the records themselves carry th
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import typer
 
 from bench.cli.common import echo_header
 from bench.errors import BenchError
-from bench.metrics.measure import Target
+from bench.metrics.measure import FidRequest, Target
 
 DEFAULT_RES = 256
 
@@ -121,3 +122,41 @@ def echo_step(index: int, total: int, target: Any, metric: str) -> None:
     typer.echo(
         f"eval [{index}/{total}] {target.cfg.preset or target.family} {target.cfg.data.res} px: {metric}", err=True
     )
+
+
+def measure(
+    targets: list[Target],
+    wanted: list[str],
+    dev: Any,
+    folder: Path,
+    spec_over: dict,
+    precision: str | None,
+    timing: tuple[list[int], int, int, str],
+    fid: FidRequest | None,
+) -> None:
+    """Each metric of each target in turn, with an `eval [i/n]` line before it; records are written as they end."""
+    from bench.metrics.measure import Context, cost_autoencoder, load_target, run_flops, run_nfe, run_time
+    from bench.runtime import configure_numerics, environment
+
+    steps_done, total = 0, len(targets) * len(wanted)
+    for target in targets:
+        spec = dataclasses.replace(target.cfg.sample, **spec_over)
+        prec = precision or target.cfg.train.precision
+        numerics = configure_numerics(dev, prec)
+        env = {**environment(dev), "numerics": numerics}
+        ctx = Context(target, load_target(target, dev), spec, dev, prec, env, folder)
+        if {"time", "flops"} & set(wanted):
+            ctx.autoencoder, ctx.autoencoder_note = cost_autoencoder(target.cfg, dev)
+        for metric in [m for m in ("flops", "nfe", "time", "fid") if m in wanted]:
+            steps_done += 1
+            echo_step(steps_done, total, target, metric)
+            if metric == "flops":
+                run_flops(ctx)
+            elif metric == "nfe":
+                run_nfe(ctx)
+            elif metric == "time":
+                run_time(ctx, *timing)
+            elif fid is not None:
+                from bench.metrics.measure import run_fid
+
+                run_fid(ctx, fid)

@@ -38,16 +38,13 @@ def sample_command(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Sample seeds from RUN_DIR's latest checkpoint; under torchrun each process takes every world-th seed."""
-    from tqdm import tqdm
 
     from bench.accel import check_fast_path
-    from bench.autoencoders import load_autoencoder
     from bench.checkpoint import CONFIG_FILE, load_run
     from bench.config import from_dict, merge, to_dict
     from bench.dist import init_distributed, shutdown
     from bench.interface import SampleSpec
     from bench.paths import check_writable_dir, device_name
-    from bench.sample import atomic_write_image, generate, image_grid, save_latents, save_png
 
     seed_list = parse_seeds(seeds)
     class_list = parse_classes(classes) if classes else None
@@ -71,38 +68,54 @@ def sample_command(
         if class_grid:
             write_class_grid(model, cfg, seed_list, class_list, out_dir, batch_size, info)
             return
-        mine = seed_list[info.rank :: info.world]
-        ae = (
-            None
-            if latents
-            else load_autoencoder(cfg.data.autoencoder, device=info.device, path=cfg.data.autoencoder_path)
-        )
         if info.is_main:
             echo_header(
                 f"bench sample: {cfg.family} ({count_text(sum(p.numel() for p in model.parameters()))} parameters)",
                 _header_rows(run_dir, cfg, info, len(seed_list), out_dir, weights, fast, latents),
             )
-        written, images = 0, []
-        bar = tqdm(
-            total=len(mine), unit="img", desc="sample", dynamic_ncols=True, disable=not (progress and info.is_main)
-        )
-        for batch in generate(model, mine, spec, batch_size, cfg.train.precision, ae, fast=fast):
-            if latents:
-                save_latents(batch, out_dir, cfg)
-            else:
-                save_png(batch.images, batch.seeds, out_dir)
-                images.append(batch.images)
-            written += len(batch.seeds)
-            bar.update(len(batch.seeds))
-        bar.close()
-        if grid and images and info.world == 1:
-            import torch
-
-            atomic_write_image(image_grid(torch.cat(images)), out_dir / "grid.png")
+        mine = seed_list[info.rank :: info.world]
+        written = write_samples(model, cfg, mine, out_dir, batch_size, info, latents, grid, fast, progress)
     finally:
         shutdown()
     who = f"rank {info.rank}: " if info.world > 1 else ""
     typer.echo(f"{who}wrote {written} {'latents' if latents else 'images'} to {out_dir}")
+
+
+def write_samples(
+    model: GenerativeModel,
+    cfg: RunConfig,
+    seeds: list[int],
+    out_dir: Path,
+    batch_size: int,
+    info: DistInfo,
+    latents: bool,
+    grid: bool,
+    fast: str,
+    progress: bool,
+) -> int:
+    """This process's seeds as PNGs (or latents), with a labelled progress bar; returns how many were written."""
+    from tqdm import tqdm
+
+    from bench.autoencoders import load_autoencoder
+    from bench.sample import atomic_write_image, generate, image_grid, save_latents, save_png
+
+    ae = None if latents else load_autoencoder(cfg.data.autoencoder, device=info.device, path=cfg.data.autoencoder_path)
+    written, images = 0, []
+    bar = tqdm(total=len(seeds), unit="img", desc="sample", dynamic_ncols=True, disable=not (progress and info.is_main))
+    for batch in generate(model, seeds, cfg.sample, batch_size, cfg.train.precision, ae, fast=fast):
+        if latents:
+            save_latents(batch, out_dir, cfg)
+        else:
+            save_png(batch.images, batch.seeds, out_dir)
+            images.append(batch.images)
+        written += len(batch.seeds)
+        bar.update(len(batch.seeds))
+    bar.close()
+    if grid and images and info.world == 1:
+        import torch
+
+        atomic_write_image(image_grid(torch.cat(images)), out_dir / "grid.png")
+    return written
 
 
 def sample_overrides(sets: list[str]) -> list[dict]:
