@@ -39,9 +39,13 @@ def _values(tag: str, fid: float, seed: int, protocol: str | None, metric: str) 
     }
 
 
-def write_run(results: Path, run: str, seed: int, fids: list[float], boot: tuple[float, float] | None = None,
+ONE = 1 / 1.645  # a bootstrap std whose 90% interval is +- 1
+
+
+def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float | None = None,
               res: int = 128, protocol: str | None = None, metric: str = "fid") -> None:  # fmt: skip
-    """One seed of one run: its metrics at the last len(fids) points of IMAGES (bootstrap at the final one)."""
+    """One seed of one run: its metrics at the last len(fids) points of IMAGES (bootstrap std `boot` at the final one;
+    its percentiles sit above the FID, as resampling with replacement does to FID)."""
     family = FAMILY.get(run, "lapflow")
     tag = f"celebahq{res}"
     for point, fid in enumerate(fids):
@@ -62,7 +66,8 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: tuple
         }
         values = _values(tag, fid, seed, protocol, metric)
         if boot is not None and point == len(fids) - 1:
-            values["fid"][2]["fid_bootstrap"] = {"reps": 100, "p05": boot[0], "p95": boot[1], "std": 0.1}
+            shifted = {"p05": fid + 2 - 1.645 * boot, "p95": fid + 2 + 1.645 * boot}
+            values["fid"][2]["fid_bootstrap"] = {"reps": 100, "std": boot, **shifted}
         for name, (value, proto, more) in values.items():
             record = make_record(
                 model=family,
@@ -86,8 +91,8 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: tuple
 
 def write_fixture(results: Path) -> None:
     """lapflow past the knee (FID -8.7%), lfm not past it, mask none within noise of causal; 2 seeds each."""
-    write_run(results, "lapflow", 0, [80, 40, 22, 20], boot=(19.5, 20.6))
-    write_run(results, "lapflow", 1, [82, 42, 24, 22], boot=(21.4, 22.7))
+    write_run(results, "lapflow", 0, [80, 40, 22, 20], boot=0.5 * ONE)
+    write_run(results, "lapflow", 1, [82, 42, 24, 22], boot=ONE)
     write_run(results, "lfm", 0, [90, 60, 45, 30])
     write_run(results, "lfm", 1, [92, 62, 46, 31])
     write_run(results, "lapflow-mask-none", 0, [80, 40, 25, 21.5])
@@ -132,9 +137,9 @@ def test_headline_table_means_spreads_and_final_point(report):
     assert lapflow["Model"] == "LapFlow" and lapflow["Seeds"] == "2"
     assert lapflow["FID [fid-tf-5k-celebahq128]"] == "21.00"
     assert lapflow["FID seed std"] == f"{math.sqrt(2):.2f}"  # sample std of (20, 22)
-    assert lapflow["FID p05-p95 per seed (bootstrap)"] == "19.50-20.60; 21.40-22.70"
+    assert lapflow["FID 90% interval per seed (bootstrap)"] == "19.50-20.50; 21.00-23.00"
     assert lfm["FID [fid-tf-5k-celebahq128]"] == "30.50" and lfm["FID seed std"] == f"{math.sqrt(0.5):.2f}"
-    assert lfm["FID p05-p95 per seed (bootstrap)"] == "-"
+    assert lfm["FID 90% interval per seed (bootstrap)"] == "-"
     assert lapflow["KID [kid-tf-5k-celebahq128]"] == "0.0210"
     assert lapflow["KID subset std (largest over seeds)"] == "0.00200"
     assert lapflow["Precision [precision-k3-tf-5k-celebahq128]"] == "0.505"
@@ -193,15 +198,15 @@ def test_paragraph_verdicts(report, results):
 
 
 def test_one_seed_uses_the_bootstrap_interval(tmp_path):
-    write_run(tmp_path, "lfm", 0, [45, 30], boot=(29.0, 31.0))
-    write_run(tmp_path, "pyramidal-flow", 0, [50, 40], boot=(39.0, 41.0))
-    write_run(tmp_path, "lapflow", 0, [44, 30.5], boot=(29.5, 31.5))
-    write_run(tmp_path, "lapflow-scales-3", 0, [20, 10], boot=(9.5, 10.5))
+    write_run(tmp_path, "lfm", 0, [45, 30], boot=ONE)
+    write_run(tmp_path, "pyramidal-flow", 0, [50, 40], boot=ONE)
+    write_run(tmp_path, "lapflow", 0, [44, 30.5], boot=ONE)
+    write_run(tmp_path, "lapflow-scales-3", 0, [20, 10], boot=0.5 * ONE)
     (section,) = collect(generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False).records)
     verdicts = {o.what: verdict(section, o) for o in ORDERINGS}
     assert verdicts["LFM < Pyramidal Flow"] == (
-        "holds (one seed only: spread unknown): LFM 30.0 vs Pyramidal Flow 40.0 (difference 10.0; bootstrap "
-        "p05-p95 LFM 29.0-31.0, Pyramidal Flow 39.0-41.0 do not overlap)"
+        "holds (one seed only: spread unknown): LFM 30.0 vs Pyramidal Flow 40.0 (difference 10.0; 90% bootstrap "
+        "intervals LFM 29.0-31.0, Pyramidal Flow 39.0-41.0 do not overlap)"
     )
     assert verdicts["LapFlow < LFM"].startswith(
         "within noise (one seed only: spread unknown): LapFlow 30.5 vs LFM 30.0"

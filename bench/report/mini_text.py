@@ -4,7 +4,8 @@ for each of the paper's orderings, whether it holds in these records, by how muc
 Each ordering compares two runs' mean FID at their final points. With >= 2 seeds on both sides a difference counts
 when it exceeds the combined seed spread sqrt(std_a^2 + std_b^2) ("within noise" otherwise), and its size is given
 in units of the larger seed std. With one seed on either side the spread over seeds is unknown; the bootstrap
-intervals over samples (p05-p95; over several seeds, their envelope) decide instead: overlapping means within noise.
+intervals over samples (FID +- 1.645 bootstrap std; over several seeds, their envelope) decide instead: overlapping
+means within noise.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ ORDERINGS = (
 )
 
 
-Box = tuple[float, float]  # (p05, p95)
+Box = tuple[float, float]  # (low, high) of a 90% bootstrap interval
 
 
 def _envelope(run: Run, final: int) -> Box | None:
@@ -105,7 +106,8 @@ def _bootstrap_verdict(
     overlap = high_a >= low_b and high_b >= low_a
     verdict = "within noise" if overlap or diff == 0 else ("holds" if diff > 0 else "does not hold")
     box_a, box_b = f"{fmt_sig(low_a)}-{fmt_sig(high_a)}", f"{fmt_sig(low_b)}-{fmt_sig(high_b)}"
-    intervals = f"bootstrap p05-p95 {names[0]} {box_a}, {names[1]} {box_b} {'overlap' if overlap else 'do not overlap'}"
+    relation = "overlap" if overlap else "do not overlap"
+    intervals = f"90% bootstrap intervals {names[0]} {box_a}, {names[1]} {box_b} {relation}"
     return f"{verdict} ({unknown}): {text} (difference {fmt_sig(abs(diff))}; {intervals})"
 
 

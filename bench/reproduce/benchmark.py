@@ -149,7 +149,13 @@ class Scorer:
         final = point == len(points) - 1
         if final and self.bootstrap:
             boot = dm.bootstrap_fid(fake, ref.mu, ref.sigma, self.bootstrap)
-            fid_extra["fid_bootstrap"] = {"reps": boot.reps, "std": boot.std, "p05": boot.p05, "p95": boot.p95}
+            fid_extra["fid_bootstrap"] = {
+                "reps": boot.reps,
+                "std": boot.std,
+                "mean": boot.mean,
+                "p05": boot.p05,
+                "p95": boot.p95,
+            }
         values["fid"] = (fid_value, {}, fid_extra)
         subset = min(dm.KID_SUBSET_SIZE, len(fake), ref.n)  # torch-fidelity's 1000 from 1000 samples up
         kid_mean, kid_std = dm.kid(fake, ref.features, subset_size=subset)
