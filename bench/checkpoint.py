@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,4 +263,10 @@ def load_run(run_dir: Path, weights: str = "ema", device: str | torch.device = "
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise BenchError(f"Checkpoint '{ckpt}' does not match the model of its config ({first}).") from None
+    if weights == "ema":
+        from bench.train import young_ema_warning
+
+        warning = young_ema_warning(cfg, int(json.loads((ckpt / "state.json").read_text()).get("step", 0)))
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     return model.to(device).eval(), cfg
