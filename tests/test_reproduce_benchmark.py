@@ -94,6 +94,17 @@ def test_one_command_trains_scores_every_point_and_bundles_it(tmp_path: Path, ch
         p.name for p in folder.iterdir()
     )
     assert len(written) > len(records)
+    # ... and the report's mini section reads them: tables, curves, the labelled grid and the paragraph
+    from bench.report.build import generate
+
+    report = generate(results, tmp_path / "no-runs", Path(__file__).parents[1] / "results" / "paper")
+    text = report.files["tables.md"].decode()
+    assert "### celebahq, 64 px" in text and "- LapFlow < LFM: " in text and "2 and 2 seeds" in text
+    assert "- mask causal < none: not measured" in text
+    assert {"plots/mini-celebahq64-fid-vs-images.png", "plots/mini-celebahq64-fid-vs-gpu-seconds.png"} <= set(
+        report.files
+    )
+    assert any(name.startswith("samples/mini-celebahq64-") for name in report.files)
 
 
 @needs_taesd

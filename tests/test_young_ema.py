@@ -31,3 +31,11 @@ def test_loading_a_young_ema_warns_unless_it_warmed_up(
     assert ("WARNING: the EMA weights after 2 steps still hold 100% of their random initial values" in err) == warns
     load_run(tmp_path / "run", "model")  # the raw weights are not an average: no warning
     assert "WARNING" not in capsys.readouterr().err
+
+
+def test_every_short_run_preset_warms_its_ema_up() -> None:
+    from bench.registry import all_presets
+
+    short = [name for name in all_presets() if name.endswith("-tiny") or "-mini" in name]
+    assert len(short) >= 12
+    assert all(resolve(preset=name).train.ema_warmup for name in short), short
