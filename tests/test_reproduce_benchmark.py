@@ -176,3 +176,22 @@ def test_reference_features_round_trip_and_refuse_other_statistics(tmp_path: Pat
     np.save(tmp_path / "g-tf.npy", feats[::-1] * 2)  # other images: their statistics differ
     with pytest.raises(BenchError, match="do not reproduce"):
         export_reference_features(tmp_path / "g-tf.npy", tmp_path / "ref.npz", tmp_path / "g.safetensors")
+
+
+@needs_taesd
+def test_a_longer_budget_resumes_the_run_and_scores_only_new_points(tmp_path: Path, cheap_fid: None) -> None:  # noqa: F811
+    from bench.reproduce.benchmark import trained_seconds
+    from bench.results import load_records
+
+    carry = fabricated_carry(tmp_path)
+    feats, results, runs = real_features(carry), tmp_path / "results", tmp_path / "runs"
+    sets = [a for s in TINY for a in ("--set", s)] + ["--set", "sample.steps=2"]
+    common = ["--real-features", feats, "--carry", carry, "--models", "lfm", "--num-samples", 6, "--batch-size", 6,
+              "--bootstrap", 0, "--work-dir", runs, "--out", results, "--deadline-s", 3600, *sets]  # fmt: skip
+    invoke("reproduce", "mini", "--images", 16, "--points", 2, *common)
+    first = trained_seconds(runs / "lfm-seed0")
+    assert first > 0 and trained_seconds(tmp_path / "nothing") == 0.0
+    invoke("reproduce", "mini", "--images", 32, "--points", 3, *common)  # same run, twice the budget
+    fids = sorted((r.extra["images_seen"], r.extra["steps"]) for r in load_records(results) if r.metric == "fid")
+    assert fids == [(8, 2), (16, 4), (32, 8)]  # 8 and 16 were scored once, by the first command
+    assert trained_seconds(runs / "lfm-seed0") > first

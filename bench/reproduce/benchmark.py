@@ -14,6 +14,7 @@ point, and `bench reproduce mini-ingest` unpacks it into results/.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -300,10 +301,11 @@ def run_one(
 
     if scorer._extractor is None:
         scorer.setup(cfg)
+    run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
         left = opts.deadline_s - (time.perf_counter() - started) - len(points) * SCORE_GUESS_S
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=max(1.0, left)))
-    run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
+        spent = trained_seconds(run_dir)  # train.max_seconds counts over resumes: a resumed run adds to it
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=spent + max(1.0, left)))
     scored: list[int] = []
 
     def on_point(state: TrainState, ema: nn.Module) -> None:
@@ -327,6 +329,20 @@ def run_one(
         "complete": scored == points,
         "run_dir": str(run_dir),
     }
+
+
+def trained_seconds(run_dir: Path) -> float:
+    """Training seconds already in the run's newest intact checkpoint (0 for a new run).
+
+    A run longer than one command resumes from its checkpoint when the same command is issued again on the same
+    machine (work folder kept, e.g. /tmp of a GPU machine held by back-to-back commands); points it already scored
+    are not scored again."""
+    from bench.checkpoint import checked_resume_point
+
+    ckpt = checked_resume_point(run_dir) if run_dir.is_dir() else None
+    if ckpt is None:
+        return 0.0
+    return float(json.loads((ckpt / "state.json").read_text()).get("train_seconds", 0.0))
 
 
 def _tag(opts: BenchmarkOptions) -> str:
