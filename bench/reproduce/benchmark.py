@@ -69,15 +69,7 @@ def evaluation_points(images: int, points: int, batch: int) -> list[int]:
 def run_config(carry: Carry, preset: str, name: str, seed: int, opts: BenchmarkOptions) -> RunConfig:
     from bench.config import resolve
 
-    m = carry.manifest
-    data = {
-        "dataset": m["dataset"],
-        "res": m["res"],
-        "autoencoder": m["autoencoder"],
-        "path": str(carry.latents),
-        "autoencoder_path": str(carry.weights),
-        "flip": bool(m.get("flip", True)),
-    }
+    data = carry.data_overrides()
     train = {"total_images": opts.images, "max_seconds": 0.0, "grid_size": 0, "checkpoint_every": 0}
     base = {"data": data, "train": train, "name": f"{name}-seed{seed}", "seed": seed}
     return resolve(preset=preset, overrides=[base, *opts.overrides])

@@ -76,6 +76,18 @@ class Carry:
     def weights(self) -> Path:
         return self.folder / self.manifest["weights"]
 
+    def data_overrides(self) -> dict:
+        """The `data` section of a run on these latents: data set, resolution and autoencoder from the manifest."""
+        m = self.manifest
+        return {
+            "dataset": m["dataset"],
+            "res": m["res"],
+            "autoencoder": m["autoencoder"],
+            "path": str(self.latents),
+            "autoencoder_path": str(self.weights),
+            "flip": bool(m.get("flip", True)),
+        }
+
 
 def read_carry(folder: Path) -> Carry:
     path = Path(folder) / CARRY_MANIFEST

@@ -65,15 +65,7 @@ def mini_config(carry: Carry, preset: str, name: str, opts: RunOptions) -> RunCo
     """The preset, on the carried data (data set, resolution, autoencoder from the carry), with the budget."""
     from bench.config import resolve
 
-    m = carry.manifest
-    data = {
-        "dataset": m["dataset"],
-        "res": m["res"],
-        "autoencoder": m["autoencoder"],
-        "path": str(carry.latents),
-        "autoencoder_path": str(carry.weights),
-        "flip": bool(m.get("flip", True)),
-    }
+    data = carry.data_overrides()
     train = {"max_seconds": float(opts.budget_s), "grid_size": 0}  # grid.png replaces the per-run grids
     base = {"data": data, "train": train, "name": name}
     steps = [{"sample": {"steps": opts.steps}}] if opts.steps else []
