@@ -225,6 +225,7 @@ def resolve(
     overrides: list[dict] | None = None,
 ) -> RunConfig:
     """Build the RunConfig from defaults < preset < config file < overrides (CLI flags, then --set)."""
+    from bench import registry
     from bench.registry import MODEL_CONFIGS, MODELS
     from bench.registry import preset as lookup_preset
 
@@ -243,7 +244,7 @@ def resolve(
         family = family or file_family
         layers.append(file_values)
     if not family:
-        raise BenchError("Name a model (e.g. 'lfm') or a preset.")
+        raise BenchError(f"Name a model (e.g. '{registry.reference().name}') or a preset.")
     MODELS.check(family)
     merged: dict = {}
     for layer in [*layers, *(overrides or [])]:

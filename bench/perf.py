@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from bench import registry
 from bench.config import RunConfig, resolve
 from bench.metrics.timing import measure, synchronize
 from bench.results import run_record, write_record
@@ -23,7 +24,7 @@ from bench.runtime import autocast, configure_numerics, environment
 
 # Dense bf16 tensor-core peak (vendor datasheets, without sparsity), for model FLOPs utilisation.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-# The paper's resolutions with the batch sizes of the attention layouts measured in the LapFlow issue.
+# The paper's resolutions with the batch sizes of the attention layouts measured in the method's issue.
 LAYOUT_BATCH = {256: 64, 512: 16, 1024: 4}
 
 
@@ -105,11 +106,15 @@ def attention_suite(
     batch_scale: float = 1.0,
     backbone: dict | None = None,
 ) -> None:
-    """Block-causal attention of LapFlow's token layouts: dense (no mask), boolean-mask SDPA and the prefix split."""
-    from models.lapflow.attention import masked_attention, prefix_attention
+    """Block-causal attention of the token layouts of the family with an attention hook (Family.attention): dense
+    (no mask), boolean-mask SDPA and the prefix split."""
+    import importlib
 
+    fam = next(f for f in registry.families() if f.attention)
+    kernels = importlib.import_module(str(fam.attention))
+    masked_attention, prefix_attention = kernels.masked_attention, kernels.prefix_attention
     for res in resolutions:
-        cfg, model = _build(f"lapflow-celebahq{res}-l2", res, torch.device("meta"), backbone)
+        cfg, model = _build(f"{fam.name}-celebahq{res}-l2", res, torch.device("meta"), backbone)
         _, hidden, heads = cfg.model.backbone.dims()
         head_dim = hidden // heads
         lengths = [e.tokens for e in reversed(model.net.experts)]  # coarsest first
@@ -162,10 +167,12 @@ def forward_suite(
     precision: str = "bf16",
     backbone: dict | None = None,
 ) -> None:
-    """One network forward with every scale active (LapFlow: prefix and masked attention) vs LFM's DiT."""
-    variants = [(f, {}) for f in families if f != "lapflow"]
-    if "lapflow" in families:
-        variants += [("lapflow", {"attention": "prefix"}), ("lapflow", {"attention": "masked"})]
+    """One network forward with every scale active, per family and Family.forward_variants (the method: prefix and
+    masked attention); families with one variant first."""
+    plain = [(f, {}) for f in families if registry.family(f).forward_variants == ({},)]
+    variants = plain + [
+        (f, dict(o)) for f in families if (f, {}) not in plain for o in registry.family(f).forward_variants
+    ]
     for res in resolutions:
         batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
         for family, overrides in variants:

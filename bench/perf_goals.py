@@ -1,7 +1,8 @@
 """The goals of issue "Performance" as result records, measured side by side in one process.
 
-- sampler: LapFlow vs LFM sampler time at equal NFE (fixed-step Euler), per resolution and fast path, with the
-  fvcore FLOP ratio beside the time ratio (the floor a perfectly efficient implementation would reach);
+- sampler: the method vs the reference (bench.registry: LapFlow vs LFM) sampler time at equal NFE (fixed-step
+  Euler), per resolution and fast path, with the fvcore FLOP ratio beside the time ratio (the floor a perfectly
+  efficient implementation would reach);
 - latency: batch-1 end-to-end (sampling, decode, quantise, copy to host) at the paper's NFE;
 - training: images/s eager and compiled, and the compiled loss curve against the eager one under the same seeds;
 - fid: Inception feature throughput, and the wall time of a whole FID-5k at 128 px on this machine.
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import registry
 from bench.config import resolve
 from bench.metrics.timing import TimingProtocol, synchronize, time_sampling
 from bench.perf import LAYOUT_BATCH, _build, _record, training_suite
@@ -26,10 +28,14 @@ from bench.perf import LAYOUT_BATCH, _build, _record, training_suite
 # Issue "Performance" thresholds: metric -> (value, "<=" or ">=").
 SAMPLER_RATIO_GOAL = 0.70
 LATENCY_GOAL_S = 0.40
-TRAIN_SPEEDUP_GOAL = 2.0  # x the official code's images/s on the same GPU
 FID_CPU_GOAL_S = 15 * 60
-PAPER_NFE = {"lapflow": 80, "lfm": 89}  # CelebA-HQ 256 (METHODS.md section 5)
 LOSS_TOLERANCE = 0.02  # compiled vs eager training loss, relative, per step (bf16 autocast)
+
+
+def _mini_preset() -> str:
+    """The reference family's mini-benchmark preset: the config that FID records without a model carry."""
+    ref = registry.reference()
+    return ref.mini_runs[str(ref.headline_run)]
 
 
 def goal(value: float | None, threshold: float, direction: str) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def _flop_ratio(models: dict[str, Any], specs: dict[str, Any]) -> float:
     from bench.metrics.flops import trace_flops
 
     per_sample = {f: trace_flops(models[f], specs[f]).per_sample_gflops for f in models}
-    return per_sample["lapflow"] / per_sample["lfm"]
+    return per_sample[registry.method().name] / per_sample[registry.reference().name]
 
 
 def sampler_goal(
@@ -70,11 +76,13 @@ def sampler_goal(
     batch_scale: float = 1.0,
     backbone: dict | None = None,
 ) -> dict[tuple[int, str], float]:
-    """time_sampler of LFM and LapFlow per fast path, and their ratio as a `sampler_time_ratio` goal record."""
+    """time_sampler of the reference and the method per fast path (bench.registry), and their ratio as a
+    `sampler_time_ratio` goal record."""
     ratios = {}
+    ref, meth = registry.reference().name, registry.method().name
     for res in resolutions:
         batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
-        built = {f: _build(f"{f}-celebahq{res}-l2", res, device, backbone) for f in ("lfm", "lapflow")}
+        built = {f: _build(f"{f}-celebahq{res}-l2", res, device, backbone) for f in (ref, meth)}
         models = {f: _nontrivial(m) for f, (_, m) in built.items()}
         specs = {f: _euler(cfg, steps) for f, (cfg, _) in built.items()}
         flop_ratio = _flop_ratio(models, specs)
@@ -87,17 +95,17 @@ def sampler_goal(
                 protocol = tp.as_dict(device)
                 nfe = {"nfe": result.nfe}
                 _record(cfg, "time_sampler", result.stats.median, "s", protocol, device, result.extra(), out, nfe)
-            ratios[(res, fast)] = ratio = medians["lapflow"] / medians["lfm"]
+            ratios[(res, fast)] = ratio = medians[meth] / medians[ref]
             extra = {
-                "lapflow_s": medians["lapflow"],
-                "lfm_s": medians["lfm"],
+                f"{meth}_s": medians[meth],
+                f"{ref}_s": medians[ref],
                 "flop_ratio": flop_ratio,
                 "time_per_flop_vs_lfm": ratio / flop_ratio,
                 "steps": steps,
                 **goal(ratio, SAMPLER_RATIO_GOAL, "<="),
             }
             protocol = {**tp.as_dict(device), "name": f"{tp.name(device)}-ratio", "nfe": steps}
-            _record(built["lapflow"][0], "sampler_time_ratio", ratio, "x LFM", protocol, device, extra, out)
+            _record(built[meth][0], "sampler_time_ratio", ratio, "x LFM", protocol, device, extra, out)
         del built, models
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the next resolution's models start from a clean pool
@@ -109,16 +117,19 @@ def latency_goal(
     out: Path,
     fast_paths: list[str],
     res: int = 256,
-    families: tuple[str, ...] = ("lapflow", "lfm"),
+    families: tuple[str, ...] | None = None,
     warmup: int = 3,
     repeats: int = 10,
     backbone: dict | None = None,
     nfe: dict[str, int] | None = None,
 ) -> dict[tuple[str, str], float]:
-    """Batch-1 time_e2e at the paper's NFE (Euler steps = NFE: the paper's dopri5 NFE on trained weights)."""
+    """Batch-1 time_e2e at the paper's NFE (Family.paper_nfe; Euler steps = NFE: the paper's dopri5 NFE on trained
+    weights) of `families` (default: the method, then the reference); the method's record carries the goal."""
     from bench.metrics.measure import cost_autoencoder
 
-    nfe = nfe or PAPER_NFE
+    meth = registry.method().name
+    families = families or (meth, registry.reference().name)
+    nfe = nfe or {f.name: f.paper_nfe for f in registry.families() if f.paper_nfe}
     medians = {}
     for family in families:
         cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)
@@ -130,7 +141,7 @@ def latency_goal(
             result = time_sampling(model, spec, tp, autoencoder)
             medians[(family, fast)] = result.stats.median
             extra = {**result.extra(), "decoder_note": note}
-            if family == "lapflow":
+            if family == meth:
                 extra.update(goal(result.stats.median, LATENCY_GOAL_S, "<="))
             protocol = {**tp.as_dict(device), "nfe": nfe[family], "solver": "euler"}
             _record(cfg, "time_e2e", result.stats.median, "s", protocol, device, extra, out, {"nfe": result.nfe})
@@ -191,7 +202,7 @@ def fid_throughput(
     synchronize(device)
     seconds = time.perf_counter() - start
     rate = len(images) / seconds
-    cfg = resolve(preset="lfm-celebahq128-mini")  # the mini benchmark's FID data: CelebA-HQ at 128 px
+    cfg = resolve(preset=_mini_preset())  # the mini benchmark's FID data: CelebA-HQ at 128 px
     protocol = {
         "name": f"fid-features-{backend}-b{batch}-{weights}",
         "batch": batch,
@@ -229,7 +240,7 @@ def fid_goal(
     stats, _ = compute_stats(rebatch([chosen], batch), list(backends), device)
     fids = {b: fid_from_stats(stats[b], refs[b]) for b in backends}
     seconds = time.perf_counter() - start
-    cfg = resolve(preset="lfm-celebahq128-mini")
+    cfg = resolve(preset=_mini_preset())
     protocol = {
         "name": f"fid-wall-{'+'.join(backends)}-{len(chosen)}-celebahq128-cpu",
         "backends": list(backends),

@@ -15,6 +15,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from bench import registry
 from bench.metrics.timing import measure, synchronize
 from bench.perf import LAYOUT_BATCH, _build, _record, forward_calls, make_train_step
 
@@ -48,7 +49,7 @@ def profile_suite(
     device: torch.device,
     out: Path,
     res: int = 256,
-    families: tuple[str, ...] = ("lfm", "lapflow"),
+    families: tuple[str, ...] | None = None,
     batches: tuple[int, ...] | None = None,
     training: bool = True,
     compile_backend: str | None = "inductor",
@@ -56,6 +57,7 @@ def profile_suite(
 ) -> list[Path]:
     """Profile every sampling forward (eager, bf16) at each batch size, and one (compiled) training step."""
     batches = batches or (LAYOUT_BATCH[res], 1)
+    families = families or (registry.reference().name, registry.method().name)
     paths = []
     for family in families:
         cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)

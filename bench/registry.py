@@ -1,22 +1,126 @@
 """Lazy registries: name -> "module:attr". Nothing is imported until a name is loaded.
 
-CLI choices and `bench ls` come from these tables; unknown names get one sentence with the closest match.
+A model family is ONE `Family` record (FAMILIES): its builder, config class and presets as "module:attr", its
+display label, row order and plot colour, its mini-benchmark runs and its cost hooks. The report, perf and
+reproduce code read these records; `register` adds one at run time. CLI choices and `bench ls` come from the
+tables below; unknown names get one sentence with the closest match.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import BenchError
+
+ROLES = ("method", "reference", "baseline")  # the method under study; the single-scale reference it is divided by
+
+
+def load_target(target: str) -> Any:
+    """The attribute named by "module:attr"."""
+    module_name, attr = target.split(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Everything the harness knows about one model family; the code itself lives in the family's package."""
+
+    name: str  # CLI and record name, kebab case ("pyramidal-flow")
+    label: str  # display name in tables and plots
+    builder: str  # "module:attr" of `build(model_cfg, latent_shape, num_classes) -> GenerativeModel`
+    config: str  # "module:attr" of the frozen config dataclass (a torch-free module)
+    presets: str  # "module:attr" of {preset name: nested override dict} (same torch-free module)
+    order: int = 99  # row order within a resolution (paper-only methods interleave: bench/report/select.py)
+    color: str = "tab:cyan"  # matplotlib colour of its plot series
+    role: str = "baseline"  # one of ROLES
+    # Mini benchmark: run name -> preset; the first run is the family's headline run (one table row per family).
+    mini_runs: Mapping[str, str] = field(default_factory=dict)
+    mini_default: tuple[str, ...] = ()  # runs besides the headline one that `bench reproduce mini` trains by default
+    mini_ablations: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # axis -> (run, label)
+    paper_better_than: str = ""  # the family the paper's CelebA-HQ 256 FID puts behind this one ("" none)
+    # Cost hooks: "module:attr" of `scales(model: dict, latent_side: int) -> int` (None: one scale), the NFE of the
+    # paper's CelebA-HQ 256 sampler (None: not reported), the module whose masked_attention/prefix_attention
+    # `bench perf attention` times, and the model overrides that `bench perf forward` times (one record each).
+    scales: str | None = None
+    paper_nfe: int | None = None
+    attention: str | None = None
+    forward_variants: tuple[Mapping[str, Any], ...] = ({},)
+    perf_forward: bool = True  # timed by default in `bench perf forward`
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise BenchError(f"Family '{self.name}': role '{self.role}' is not one of {', '.join(ROLES)}.")
+
+    @property
+    def headline_run(self) -> str | None:
+        return next(iter(self.mini_runs), None)
+
+    def num_scales(self, model: Mapping[str, Any], latent_side: int) -> int:
+        """Scales (or stages) of a config given as a record's model dict; 1 for a single-scale family."""
+        return int(load_target(self.scales)(model, latent_side)) if self.scales else 1
+
+
+FAMILIES: dict[str, Family] = {}  # registration order: the mini benchmark's headline order
+
+
+def register(family: Family) -> Family:
+    """Add a family (tests, plug-ins); its name must be new."""
+    if family.name in FAMILIES:
+        raise BenchError(f"A family named '{family.name}' is registered already.")
+    FAMILIES[family.name] = family
+    return family
+
+
+def unregister(name: str) -> Family:
+    return FAMILIES.pop(name)
+
+
+def family(name: str) -> Family:
+    return FAMILIES[MODELS.check(name)]
+
+
+def families() -> list[Family]:
+    return list(FAMILIES.values())
+
+
+def _with_role(role: str) -> Family:
+    return next(f for f in FAMILIES.values() if f.role == role)
+
+
+def method() -> Family:
+    """The method under study (its ablations and goals)."""
+    return _with_role("method")
+
+
+def reference() -> Family:
+    """The single-scale reference (the '/ LFM' ratio columns; the other side of the perf goals)."""
+    return _with_role("reference")
+
+
+class _FamilyField(Mapping[str, str]):
+    """A live {family name: one "module:attr" field} view of FAMILIES."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __getitem__(self, name: str) -> str:
+        return getattr(FAMILIES[name], self.attr)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FAMILIES)
+
+    def __len__(self) -> int:
+        return len(FAMILIES)
 
 
 @dataclass(frozen=True)
 class Registry:
     kind: str  # "model", "dataset", ... used in messages
-    table: dict[str, str]
+    table: Mapping[str, str]
 
     def names(self) -> list[str]:
         return sorted(self.table)
@@ -27,9 +131,7 @@ class Registry:
         raise BenchError(unknown_name_message(self.kind, name, self.names()))
 
     def load(self, name: str) -> Any:
-        target = self.table[self.check(name)]
-        module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return load_target(self.table[self.check(name)])
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
@@ -38,38 +140,87 @@ def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
     return f"Unknown {kind} '{name}'; choose one of: {', '.join(choices)}.{hint}"
 
 
-# Families: the adapter factory `build(model_cfg, latent_shape, num_classes) -> GenerativeModel`.
-MODELS = Registry(
-    "model",
-    {
-        "lfm": "baselines.lfm.model:build",
-        "lapflow": "models.lapflow.model:build",
-        "pyramidal-flow": "baselines.pyramidal_flow.model:build",
-        "dit": "baselines.dit.model:build",
-    },
+def _lapflow_mini(suffix: str = "") -> str:
+    return f"lapflow-celebahq128-mini{suffix}"
+
+
+register(
+    Family(
+        "lapflow",
+        "LapFlow",
+        builder="models.lapflow.model:build",
+        config="models.lapflow.config:LapFlowConfig",
+        presets="models.lapflow.config:PRESETS",
+        order=6,
+        color="tab:red",
+        role="method",
+        mini_runs={
+            "lapflow": _lapflow_mini(),
+            "lapflow-mask-none": _lapflow_mini("-mask-none"),  # ablation: no block mask (all scales see all)
+            "lapflow-mask-self": _lapflow_mini("-mask-self"),  # ablation: each scale attends only to itself
+            "lapflow-t1-0.3": _lapflow_mini("-t1-0.3"),  # ablation: critical time T1 = 0.3 (default 0.5)
+            "lapflow-t1-0.7": _lapflow_mini("-t1-0.7"),
+            "lapflow-scales-1": _lapflow_mini("-scales-1"),  # ablation: one scale (the MoT reduces to LFM)
+            "lapflow-scales-3": _lapflow_mini("-scales-3"),
+        },
+        mini_default=("lapflow-mask-none", "lapflow-mask-self"),
+        mini_ablations={  # the default run (lapflow) sits in each
+            "mask": (("lapflow", "causal"), ("lapflow-mask-none", "none"), ("lapflow-mask-self", "self")),
+            "critical_time": (("lapflow-t1-0.3", "0.3"), ("lapflow", "0.5"), ("lapflow-t1-0.7", "0.7")),
+            "num_scales": (("lapflow-scales-1", "1"), ("lapflow", "2"), ("lapflow-scales-3", "3")),
+        },
+        paper_better_than="lfm",
+        scales="models.lapflow.config:scales_of",
+        paper_nfe=80,  # CelebA-HQ 256 (METHODS.md section 5)
+        attention="models.lapflow.attention",
+        forward_variants=({"attention": "prefix"}, {"attention": "masked"}),
+    )
+)
+register(
+    Family(
+        "lfm",
+        "LFM",
+        builder="baselines.lfm.model:build",
+        config="baselines.lfm.config:LFMConfig",
+        presets="baselines.lfm.config:PRESETS",
+        order=1,
+        color="tab:blue",
+        role="reference",
+        mini_runs={"lfm": "lfm-celebahq128-mini"},
+        paper_better_than="pyramidal-flow",
+        paper_nfe=89,  # CelebA-HQ 256 (METHODS.md section 5)
+    )
+)
+register(
+    Family(
+        "pyramidal-flow",
+        "Pyramidal Flow",
+        builder="baselines.pyramidal_flow.model:build",
+        config="baselines.pyramidal_flow.config:PyramidalFlowConfig",
+        presets="baselines.pyramidal_flow.config:PRESETS",
+        order=2,
+        color="tab:green",
+        mini_runs={"pyramidal-flow": "pyramidal-flow-celebahq128-mini"},
+    )
+)
+register(
+    Family(
+        "dit",
+        "DiT",
+        builder="baselines.dit.model:build",
+        config="baselines.dit.config:DiTConfig",
+        presets="baselines.dit.config:PRESETS",
+        order=4,
+        color="tab:purple",
+        mini_runs={"dit": "dit-celebahq128-mini"},
+        perf_forward=False,  # its network is LFM's DiT forward
+    )
 )
 
-# Each family's frozen config dataclass (torch-free modules, cheap to import).
-MODEL_CONFIGS = Registry(
-    "model",
-    {
-        "lfm": "baselines.lfm.config:LFMConfig",
-        "lapflow": "models.lapflow.config:LapFlowConfig",
-        "pyramidal-flow": "baselines.pyramidal_flow.config:PyramidalFlowConfig",
-        "dit": "baselines.dit.config:DiTConfig",
-    },
-)
-
-# Each family's presets: a dict {preset name: nested override dict} in the same torch-free config module.
-PRESET_TABLES = Registry(
-    "model",
-    {
-        "lfm": "baselines.lfm.config:PRESETS",
-        "lapflow": "models.lapflow.config:PRESETS",
-        "pyramidal-flow": "baselines.pyramidal_flow.config:PRESETS",
-        "dit": "baselines.dit.config:PRESETS",
-    },
-)
+# Views of FAMILIES by field, for the code that only needs one table (live: a registered family appears at once).
+MODELS = Registry("model", _FamilyField("builder"))  # the adapter factory
+MODEL_CONFIGS = Registry("model", _FamilyField("config"))  # each family's frozen config dataclass
+PRESET_TABLES = Registry("model", _FamilyField("presets"))  # each family's presets
 
 DATASETS = Registry(
     "dataset",
@@ -97,9 +248,9 @@ AUTOENCODERS = Registry(
 def all_presets() -> dict[str, tuple[str, dict]]:
     """{preset name: (family, overrides)} over every family."""
     out: dict[str, tuple[str, dict]] = {}
-    for family in PRESET_TABLES.names():
-        for name, overrides in PRESET_TABLES.load(family).items():
-            out[name] = (family, overrides)
+    for owner in PRESET_TABLES.names():
+        for name, overrides in PRESET_TABLES.load(owner).items():
+            out[name] = (owner, overrides)
     return out
 
 
@@ -108,3 +259,23 @@ def preset(name: str) -> tuple[str, dict]:
     if name not in presets:
         raise BenchError(unknown_name_message("preset", name, sorted(presets)))
     return presets[name]
+
+
+def mini_models() -> dict[str, str]:
+    """Every family's mini-benchmark runs: run name -> preset, families in registration order."""
+    return {run: p for f in FAMILIES.values() for run, p in f.mini_runs.items()}
+
+
+def mini_headline_runs() -> tuple[str, ...]:
+    """The main comparison of the mini benchmark: each family's headline run."""
+    return tuple(f.headline_run for f in FAMILIES.values() if f.headline_run)
+
+
+def mini_ablations() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Ablation tables of the mini benchmark: axis -> ((run, setting label), ...)."""
+    return {axis: runs for f in FAMILIES.values() for axis, runs in f.mini_ablations.items()}
+
+
+def mini_default_runs() -> tuple[str, ...]:
+    """What `bench reproduce mini` trains without --models: the headline runs, then each family's defaults."""
+    return (*mini_headline_runs(), *(run for f in FAMILIES.values() for run in f.mini_default))

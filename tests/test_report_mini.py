@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.registry import mini_models
 from bench.report.build import build_report, generate
 from bench.report.mini import Run, collect, knee
-from bench.report.mini_text import NO_RECORDS, ORDERINGS, verdict
-from bench.reproduce.mini import MINI_BENCHMARK, MINI_MODELS
+from bench.report.mini_text import NO_RECORDS, orderings, verdict
+from bench.reproduce.mini import MINI_BENCHMARK
 from bench.results import make_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float
         for name, (value, proto, more) in values.items():
             record = make_record(
                 model=family,
-                preset=MINI_MODELS.get(run, run),
+                preset=mini_models().get(run, run),
                 dataset="celebahq",
                 resolution=res,
                 metric=name,
@@ -179,7 +180,7 @@ def test_ablation_table_shows_missing_runs_as_not_run(report):
 
 def test_paragraph_verdicts(report, results):
     (section,) = collect(report.records)
-    verdicts = {o.what: verdict(section, o) for o in ORDERINGS}
+    verdicts = {o.what: verdict(section, o) for o in orderings()}
     assert verdicts["LapFlow < LFM"] == (
         f"holds: LapFlow 21.0 vs LFM 30.5 (difference 9.50, {9.5 / math.sqrt(2):.1f}x the larger seed std 1.41; "
         "2 and 2 seeds)"
@@ -203,7 +204,7 @@ def test_one_seed_uses_the_bootstrap_interval(tmp_path):
     write_run(tmp_path, "lapflow", 0, [44, 30.5], boot=ONE)
     write_run(tmp_path, "lapflow-scales-3", 0, [20, 10], boot=0.5 * ONE)
     (section,) = collect(generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False).records)
-    verdicts = {o.what: verdict(section, o) for o in ORDERINGS}
+    verdicts = {o.what: verdict(section, o) for o in orderings()}
     assert verdicts["LFM < Pyramidal Flow"] == (
         "holds (one seed only: spread unknown): LFM 30.0 vs Pyramidal Flow 40.0 (difference 10.0; 90% bootstrap "
         "intervals LFM 29.0-31.0, Pyramidal Flow 39.0-41.0 do not overlap)"

@@ -15,7 +15,8 @@ from bench.cli.app import app
 from bench.config import DataConfig, parse_set, resolve
 from bench.dist import DistInfo
 from bench.errors import BenchError
-from bench.reproduce.mini import DEFAULT_MODELS, MINI_MODELS, check_return_limits, model_presets
+from bench.registry import mini_models
+from bench.reproduce.mini import DEFAULT_MODELS, check_return_limits, model_presets
 from tests.conftest import SHARED_DATA, SHARED_WEIGHTS, requires_shared_data
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
@@ -122,7 +123,7 @@ def test_carried_latents_load_where_a_data_folder_is_expected(tmp_path: Path) ->
 
 
 def test_mini_presets_share_backbone_data_and_nfe() -> None:
-    cfgs = {name: resolve(preset=preset) for name, preset in MINI_MODELS.items()}
+    cfgs = {name: resolve(preset=preset) for name, preset in mini_models().items()}
     assert {(*c.model.backbone.dims(), c.model.backbone.patch) for c in cfgs.values()} == {(12, 768, 12, 2)}
     assert {(c.data.dataset, c.data.res, c.data.autoencoder) for c in cfgs.values()} == {("celebahq", 128, "taesd")}
     assert {c.sample.steps for c in cfgs.values()} == {50} and cfgs["dit"].sample.solver == "ddpm"

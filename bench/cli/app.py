@@ -24,6 +24,7 @@ from bench.cli.ls import ls_command
 from bench.cli.sample import sample_command
 from bench.cli.train import train_command
 from bench.errors import BenchError
+from bench.registry import families
 
 
 class BenchGroup(TyperGroup):
@@ -60,10 +61,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
 
 
+FAMILY_LABELS = ", ".join(f.label for f in families())
 app = typer.Typer(
     name="bench",
     cls=BenchGroup,
-    help="Reproducibility benchmark suite for multi-scale flow matching (LapFlow, LFM, Pyramidal Flow, DiT).",
+    help=f"Reproducibility benchmark suite for multi-scale flow matching ({FAMILY_LABELS}).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,

@@ -7,12 +7,17 @@ from typing import Annotated
 
 import typer
 
+from bench import registry
+
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
 ResOpt = Annotated[str, typer.Option(help="Resolutions, e.g. 256,512,1024.")]
 OutOpt = Annotated[Path | None, typer.Option(help="Results folder (default $BENCH_RESULTS_DIR or results/).")]
 TinyOpt = Annotated[bool, typer.Option("--tiny", help="Tiny backbone instead of L/2 (CPU smoke runs; not results).")]
 TINY_BACKBONE = {"size": "S", "depth": 1, "hidden": 64, "heads": 4}
+# Defaults from the registry: the reference and the method (LFM and LapFlow) at their paper 256 px presets.
+PAIR_PRESETS = ",".join(f"{f.name}-celebahq256-l2" for f in (registry.reference(), registry.method()))
+FORWARD_MODELS = ",".join(f.name for f in registry.families() if f.perf_forward)
 
 
 def _setup(out: Path | None) -> tuple:
@@ -37,7 +42,7 @@ def attention_command(
     out: OutOpt = None,
     tiny: TinyOpt = False,
 ) -> None:
-    """Time LapFlow's block-causal attention: dense unmasked, boolean-mask SDPA and the prefix split."""
+    """Time the method's block-causal attention: dense unmasked, boolean-mask SDPA and the prefix split."""
     from bench.perf import attention_suite
 
     device, folder = _setup(out)
@@ -47,7 +52,7 @@ def attention_command(
 @app.command("forward")
 def forward_command(
     res: ResOpt = "256,512,1024",
-    models: str = "lfm,lapflow,pyramidal-flow",
+    models: str = FORWARD_MODELS,
     batch_scale: float = 1.0,
     warmup: int = 3,
     repeats: int = 10,
@@ -55,7 +60,7 @@ def forward_command(
     out: OutOpt = None,
     tiny: TinyOpt = False,
 ) -> None:
-    """Time one forward with every scale active (LapFlow prefix and masked) against the single-scale DiT."""
+    """Time one forward with every scale active (the method: prefix and masked) against the single-scale DiT."""
     from bench.cli.eval import split_list
     from bench.perf import forward_suite
 
@@ -75,7 +80,7 @@ def forward_command(
 
 @app.command("training")
 def training_command(
-    presets: str = "lfm-celebahq256-l2,lapflow-celebahq256-l2",
+    presets: str = PAIR_PRESETS,
     batch: int = 64,
     warmup: int = 10,
     steps: int = 30,
@@ -112,9 +117,7 @@ def goals_command(
     batch_scale: float = 1.0,
     warmup: int = 3,
     repeats: int = 10,
-    train_presets: Annotated[str, typer.Option(help="Presets of the training goal.")] = (
-        "lfm-celebahq256-l2,lapflow-celebahq256-l2"
-    ),
+    train_presets: Annotated[str, typer.Option(help="Presets of the training goal.")] = PAIR_PRESETS,
     fid_backends: Annotated[str, typer.Option(help="FID backends of the CPU FID goal (tf, clean).")] = "tf",
     fid_images: Annotated[int, typer.Option(help="Images of the FID goal (CPU: prepared CelebA-HQ 128 px).")] = 5000,
     out: OutOpt = None,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from bench.errors import BenchError
+from bench.registry import mini_headline_runs
 from bench.reproduce.mini import DEFAULT_MODELS
 
 if TYPE_CHECKING:
@@ -163,9 +164,9 @@ def _seeds(text: str) -> list[int]:
 def mini_command(
     real_features: Annotated[Path, typer.Option(help="Real-image features (`mini-prepare --features`).")],
     carry: Annotated[Path, typer.Option(help="Carry folder written by mini-prepare.")] = DEFAULT_CARRY,
-    models: Annotated[
-        str, typer.Option(help="Comma-separated runs or presets (README).")
-    ] = "lapflow,lfm,pyramidal-flow,dit",
+    models: Annotated[str, typer.Option(help="Comma-separated runs or presets (README).")] = ",".join(
+        mini_headline_runs()
+    ),
     seeds: Annotated[str, typer.Option(help="Training seeds, e.g. 0,1.")] = "0",
     images: Annotated[int, typer.Option(help="Training budget in images seen, the same for every run.")] = 1_228_800,
     points: Annotated[int, typer.Option(help="Evaluation points: images/2^(P-1), ..., images/2, images.")] = 4,

@@ -12,20 +12,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench import registry
 from bench.errors import BenchError
 from bench.report.tables import Cell, Loaded, Table, fmt_sig, method_label, newest_by
 from bench.results import Record
 
 ANCHORS_FILE = Path("anchors") / "performance.json"
-TRAIN_PRESETS = {"lfm": "lfm-celebahq256-l2", "lapflow": "lapflow-celebahq256-l2"}
+METHOD, REFERENCE = registry.method(), registry.reference()  # LapFlow and LFM
+TRAIN_PRESETS = {f.name: f"{f.name}-celebahq256-l2" for f in (REFERENCE, METHOD)}
 TRAIN_SPEEDUP = 2.0  # issue: >= 2x the official code's images/s
 FORWARD_ANCHORS = {  # (family, call, batch) of a profiled forward -> anchor id
-    ("lfm", "dit-256tok", 64): "forward-official-b64-bf16",
-    ("lfm", "dit-256tok", 1): "forward-official-b1-bf16",
-    ("lapflow", "segment1-320tok", 64): "forward-public-lapflow-b64-bf16",
+    (REFERENCE.name, "dit-256tok", 64): "forward-official-b64-bf16",
+    (REFERENCE.name, "dit-256tok", 1): "forward-official-b1-bf16",
+    (METHOD.name, "segment1-320tok", 64): f"forward-public-{METHOD.name}-b64-bf16",
 }
 GOAL_LABELS = {
-    "sampler_time_ratio": "Sampler time vs LFM, equal NFE",
+    "sampler_time_ratio": f"Sampler time vs {REFERENCE.label}, equal NFE",
     "time_e2e": "Batch-1 end to end (decode included)",
     "train_loss_match": "Compiled loss curve = eager",
     "fid_wall": "FID-5k at 128 px on this CPU",
@@ -81,22 +83,22 @@ def _threshold(extra: dict[str, Any]) -> str:
 def _training_rows(records: list[Loaded], anchors: dict[str, dict[str, Any]]) -> list[tuple[Loaded, list[Cell]]]:
     train = [i for i in records if i.record.metric == "train_throughput" and i.record.preset in TRAIN_PRESETS.values()]
     chosen = _newest_by(train, lambda r: (r.preset, r.protocol_name, _gpu(r)))
-    lfm = {(i.record.protocol_name, _gpu(i.record)): i.record.value for i in chosen if i.record.model == "lfm"}
+    ref = {(i.record.protocol_name, _gpu(i.record)): i.record.value for i in chosen if i.record.model == REFERENCE.name}
     official = anchors.get("train-official-b64-bf16", {}).get("value")
     rows = []
     for item in chosen:
         r = item.record
         mfu = r.extra.get("mfu")
         notes = f"MFU {mfu:.3f}" if isinstance(mfu, float) else ""
-        if r.model == "lfm":
+        if r.model == REFERENCE.name:
             target = TRAIN_SPEEDUP * official if official else None
             met = None if target is None or r.value is None else r.value >= target
             threshold = f">= {fmt_sig(target)} (2x anchor)" if target else "-"
             anchor = _anchor_text(anchors, "train-official-b64-bf16")
         else:
-            target = lfm.get((r.protocol_name, _gpu(r)))
+            target = ref.get((r.protocol_name, _gpu(r)))
             met = None if target is None or r.value is None else r.value >= target
-            threshold = f">= {fmt_sig(target)} (LFM, same protocol)" if target else "-"
+            threshold = f">= {fmt_sig(target)} ({REFERENCE.label}, same protocol)" if target else "-"
             anchor = "-"
         rows.append((item, _row("Training images/s, batch 64", item, r.value, r.unit, threshold, anchor, met, notes)))
     return rows
@@ -109,13 +111,13 @@ def _goal_record_rows(records: list[Loaded], anchors: dict[str, dict[str, Any]])
         r, extra = item.record, item.record.extra
         notes = []
         if "flop_ratio" in extra:
-            per_flop = extra["time_per_flop_vs_lfm"]
-            notes.append(f"FLOP ratio {extra['flop_ratio']:.3f}; time per FLOP {per_flop:.2f}x LFM")
+            per_flop = extra["time_per_flop_vs_lfm"]  # the record's field name
+            notes.append(f"FLOP ratio {extra['flop_ratio']:.3f}; time per FLOP {per_flop:.2f}x {REFERENCE.label}")
         if extra.get("max_abs_diff_vs_eager"):
             notes.append(f"max |fast - eager| {extra['max_abs_diff_vs_eager']:.2g}")
         if "nfe" in r.protocol:
             notes.append(f"NFE {r.protocol['nfe']}")
-        anchor = _anchor_text(anchors, "latency-paper-lapflow-256") if r.metric == "time_e2e" else "-"
+        anchor = _anchor_text(anchors, f"latency-paper-{METHOD.name}-256") if r.metric == "time_e2e" else "-"
         rows.append((item, _row(GOAL_LABELS[r.metric], item, r.value, r.unit, _threshold(extra), anchor,
                                 extra.get("met"), "; ".join(notes))))  # fmt: skip
     return rows
@@ -123,7 +125,8 @@ def _goal_record_rows(records: list[Loaded], anchors: dict[str, dict[str, Any]])
 
 def _context_rows(records: list[Loaded], anchors: dict[str, dict[str, Any]]) -> list[tuple[Loaded, list[Cell]]]:
     """Measurements without a threshold of their own: profiled forwards (beside the official/public forwards),
-    LFM's batch-1 latency (beside the official estimate) and Inception throughput on the GPU."""
+    the reference's batch-1 latency at its paper NFE (beside the official estimate) and Inception throughput on the
+    GPU."""
     rows = []
     busy = [i for i in records if i.record.metric == "gpu_busy"]
     for item in _newest_by(busy, lambda r: (r.model, r.protocol_name, r.protocol.get("call", ""), _gpu(r))):
@@ -134,11 +137,12 @@ def _context_rows(records: list[Loaded], anchors: dict[str, dict[str, Any]]) -> 
         notes = f"{call + ', ' if call else ''}batch {r.protocol['batch']}; GPU busy {fmt_sig(r.value or 0)}"
         anchor = _anchor_text(anchors, key) if key else "-"
         rows.append((item, _row(what, item, r.extra["wall_s"], "s", "-", anchor, None, notes)))
-    lfm_b1 = [i for i in records if i.record.metric == "time_e2e" and i.record.model == "lfm"
-              and i.record.protocol.get("nfe") == 89]  # fmt: skip
-    for item in _newest_by(lfm_b1, lambda r: (r.protocol_name, _gpu(r))):
-        anchor = _anchor_text(anchors, "latency-official-lfm-b1")
-        rows.append((item, _row(GOAL_LABELS["time_e2e"], item, item.record.value, "s", "-", anchor, None, "NFE 89")))
+    ref_b1 = [i for i in records if i.record.metric == "time_e2e" and i.record.model == REFERENCE.name
+              and i.record.protocol.get("nfe") == REFERENCE.paper_nfe]  # fmt: skip
+    for item in _newest_by(ref_b1, lambda r: (r.protocol_name, _gpu(r))):
+        anchor = _anchor_text(anchors, f"latency-official-{REFERENCE.name}-b1")
+        nfe = f"NFE {REFERENCE.paper_nfe}"
+        rows.append((item, _row(GOAL_LABELS["time_e2e"], item, item.record.value, "s", "-", anchor, None, nfe)))
     fid = [i for i in records if i.record.metric == "fid_feature_throughput"]
     for item in _newest_by(fid, lambda r: (r.protocol_name, _gpu(r))):
         r = item.record
@@ -155,8 +159,8 @@ def goals_table(records: list[Loaded], results_dir: Path) -> Table | None:
     notes = [
         "Anchors were measured on the GPU named beside them; compare across GPUs with care (H200: same bf16 peak "
         "as H100, 1.4x the memory bandwidth).",
-        "Sampler ratios: LapFlow over LFM at equal Euler NFE and batch (64/16/4 at 256/512/1024 px); the FLOP "
-        "ratio is the floor an equally efficient implementation would reach.",
+        f"Sampler ratios: {METHOD.label} over {REFERENCE.label} at equal Euler NFE and batch (64/16/4 at 256/512/1024 "
+        "px); the FLOP ratio is the floor an equally efficient implementation would reach.",
     ]
     table = Table("performance-goals", "Performance goals", HEADERS, [row for _, row in pairs], "lllrllrllll", notes)
     table.used = table.placed = [item for item, _ in pairs]

@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.registry import mini_ablations, mini_headline_runs
 from bench.report.select import method_label
 from bench.report.tables import MISSING, Cell, Footnotes, Loaded, Table, fmt_sig, newest_by
-from bench.reproduce.mini import ABLATIONS, HEADLINE_RUNS, MINI_BENCHMARK, MINI_METRICS
+from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
 
 METRICS = tuple(dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)))  # column order; clean_fid once it exists
 METRIC_TITLES = {
@@ -333,12 +334,13 @@ def run_table(
 
 def headline_table(section: Section) -> Table:
     rows = []
-    for name in HEADLINE_RUNS:
+    headline = mini_headline_runs()
+    for name in headline:
         run = section.runs.get(name)
         rows.append(([method_label(run.family if run else name), name], name))
     title = f"Mini benchmark, {section.dataset} {section.res} px: the four families at their final point"
     table = run_table(section, f"mini-{section.tag}", title, rows, HEADLINE_FIELDS, ["Model", "Run"])
-    known = {*HEADLINE_RUNS, *(run for settings in ABLATIONS.values() for run, _ in settings)}
+    known = {*headline, *(run for settings in mini_ablations().values() for run, _ in settings)}
     # Every record of the section's known runs is accounted for here (shown, or superseded by a newer one); runs
     # that no table names are left to the "other" table.
     table.placed = [i for i in section.placed if i.record.extra["run"] in known]
@@ -346,11 +348,11 @@ def headline_table(section: Section) -> Table:
 
 
 def ablation_tables(section: Section) -> list[Table]:
-    """One table per axis of ABLATIONS, when any run of the section varies something (not a headline run)."""
-    if not set(section.runs) - set(HEADLINE_RUNS):
+    """One table per ablation axis (bench.registry.mini_ablations), when a run of the section is not a headline."""
+    if not set(section.runs) - set(mini_headline_runs()):
         return []
     tables = []
-    for axis, settings in ABLATIONS.items():
+    for axis, settings in mini_ablations().items():
         rows = [([label, run], run) for run, label in settings]
         title = f"Mini benchmark, {section.dataset} {section.res} px: ablation of the {AXIS_TITLES.get(axis, axis)}"
         table_id = f"mini-{section.tag}-ablation-{axis.replace('_', '-')}"

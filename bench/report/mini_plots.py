@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.registry import mini_headline_runs
 from bench.report.mini import Run, Section, fmt_images
-from bench.report.plots import METHOD_COLORS, Files, _figure, _legend, _save, _scale, _style
+from bench.report.plots import Files, _figure, _legend, _save, _scale, _style, method_color
 from bench.report.select import method_label
-from bench.reproduce.mini import HEADLINE_RUNS, MINI_SUBDIR
+from bench.reproduce.mini import MINI_SUBDIR
 
 X_AXES = {"images": "Images seen", "gpu-seconds": "GPU seconds of training (compile included)"}
 MARKERS = "os^DvP"
@@ -57,7 +58,7 @@ def _points(run: Run, x_axis: str) -> list[CurvePoint]:
 def curve_series(section: Section, x_axis: str) -> dict[str, tuple[Run, list[CurvePoint]]]:
     """Headline run -> (run, its points), for the runs with at least one point."""
     series = {}
-    for name in HEADLINE_RUNS:
+    for name in mini_headline_runs():
         run = section.runs.get(name)
         points = _points(run, x_axis) if run is not None else []
         if points:
@@ -98,7 +99,7 @@ def curve(section: Section, x_axis: str) -> Files:
                 [p.fid for p in points],
                 yerr=[[p.fid - p.fid_low for p in points], [p.fid_high - p.fid for p in points]],
                 xerr=[[p.x - p.x_low for p in points], [p.x_high - p.x for p in points]],
-                color=METHOD_COLORS.get(run.family, "tab:cyan"),
+                color=method_color(run.family),
                 marker=MARKERS[i % len(MARKERS)],
                 linestyle=LINESTYLES[i % len(LINESTYLES)],
                 capsize=3,

@@ -14,11 +14,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.registry import families, mini_ablations
+from bench.registry import family as registry_family
 from bench.report import render
 from bench.report.mini import Run, Section, Stat, bootstrap_interval, fmt_images
 from bench.report.mini_plots import curve_stems, grid_name, grid_paths
 from bench.report.tables import Table, fmt_sig
-from bench.reproduce.mini import ABLATIONS, MINI_BENCHMARK, MINI_SUBDIR
+from bench.reproduce.mini import MINI_BENCHMARK, MINI_SUBDIR
 
 PAPER_RES = 256  # the paper's CelebA-HQ orderings (FID-50K) and its ablations are at 256 px
 NO_RECORDS = (
@@ -34,8 +36,8 @@ INTRO = (
 
 
 def _setting_run(axis: str, label: str) -> str:
-    """The run of an ablation setting (bench.reproduce.mini.ABLATIONS), '' when there is none."""
-    return next((run for run, setting in ABLATIONS.get(axis, ()) if setting == label), "")
+    """The run of an ablation setting (bench.registry.mini_ablations), '' when there is none."""
+    return next((run for run, setting in mini_ablations().get(axis, ()) if setting == label), "")
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,24 @@ class Ordering:
     worse_name: str
 
 
-ORDERINGS = (
-    Ordering("LapFlow < LFM", "lapflow", "LapFlow", "lfm", "LFM"),
-    Ordering("LFM < Pyramidal Flow", "lfm", "LFM", "pyramidal-flow", "Pyramidal Flow"),
-    Ordering("mask causal < none", _setting_run("mask", "causal"), "causal", _setting_run("mask", "none"), "none"),
-    Ordering("mask causal < self", _setting_run("mask", "causal"), "causal", _setting_run("mask", "self"), "self"),
-    Ordering(
-        "2 scales < 1 scale", _setting_run("num_scales", "2"), "2 scales", _setting_run("num_scales", "1"), "1 scale"
-    ),
-    Ordering(
-        "2 scales < 3 scales", _setting_run("num_scales", "2"), "2 scales", _setting_run("num_scales", "3"), "3 scales"
-    ),
+ABLATION_ORDERINGS = (  # the paper's ablation findings: (what, axis, better setting, its name, worse, its name)
+    ("mask causal < none", "mask", "causal", "causal", "none", "none"),
+    ("mask causal < self", "mask", "causal", "causal", "self", "self"),
+    ("2 scales < 1 scale", "num_scales", "2", "2 scales", "1", "1 scale"),
+    ("2 scales < 3 scales", "num_scales", "2", "2 scales", "3", "3 scales"),
 )
+
+
+def orderings() -> tuple[Ordering, ...]:
+    """The paper's orderings: each family's Family.paper_better_than, then the ablation findings."""
+    out = []
+    for fam in families():
+        if fam.paper_better_than:
+            worse = registry_family(fam.paper_better_than)
+            out.append(Ordering(f"{fam.label} < {worse.label}", fam.name, fam.label, worse.name, worse.label))
+    for what, axis, better, better_name, worse, worse_name in ABLATION_ORDERINGS:
+        out.append(Ordering(what, _setting_run(axis, better), better_name, _setting_run(axis, worse), worse_name))
+    return tuple(out)
 
 
 Box = tuple[float, float]  # (low, high) of a 90% bootstrap interval
@@ -139,7 +147,7 @@ def paragraph(section: Section) -> list[str]:
         "when the bootstrap intervals over samples do not overlap.",
         "",
     ]
-    lines += [f"- {o.what}: {verdict(section, o)}." for o in ORDERINGS]
+    lines += [f"- {o.what}: {verdict(section, o)}." for o in orderings()]
     return lines
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench import registry
 from bench.report.paper import PaperData
 from bench.report.select import SPECS_BY_ID, backbone, descriptors, in_benchmark, method_label, variant_axes
 from bench.report.tables import Loaded, gpu_of, newest_by
@@ -190,19 +191,15 @@ def _main_records(records: list[Loaded], table: str) -> list[Loaded]:
     return [i for i in records if spec.row_key(i.record) is not None]
 
 
-METHOD_COLORS = {
-    "lapflow": "tab:red",
-    "lfm": "tab:blue",
-    "pyramidal-flow": "tab:green",
-    "dit": "tab:purple",
-    "ldm": "tab:gray",
-    "edifyimage": "tab:brown",
-    "baseline": "tab:olive",
-}
+PAPER_ONLY_COLORS = {"ldm": "tab:gray", "edifyimage": "tab:brown", "baseline": "tab:olive"}  # families: registry
+OTHER_COLOR = "tab:cyan"
 
 
-def _method_color(method: str) -> str:
-    return METHOD_COLORS.get(method, "tab:cyan")
+def method_color(method: str) -> str:
+    """A family's Family.color, a paper-only method's colour, else OTHER_COLOR."""
+    if method in registry.FAMILIES:
+        return registry.FAMILIES[method].color
+    return PAPER_ONLY_COLORS.get(method, OTHER_COLOR)
 
 
 def _resolution_lines(items: list[Loaded], metric: str, batch1: bool) -> dict[tuple[str, str], list[tuple[int, float]]]:
@@ -236,12 +233,12 @@ def cost_vs_resolution(records: list[Loaded], paper: PaperData, table: str = "ce
         for ax, (ylabel, lines, paper_lines) in zip(axes, data, strict=True):
             resolutions: set[int] = set()
             for i, ((method, label), points) in enumerate(sorted(lines.items())):
-                style = {"color": _method_color(method), "marker": markers[i % len(markers)]}
+                style = {"color": method_color(method), "marker": markers[i % len(markers)]}
                 ax.plot(*zip(*sorted(points), strict=True), label=label, **style)
                 resolutions |= {p[0] for p in points}
             for (method, label), points in sorted(paper_lines.items()):
                 ax.plot(
-                    *zip(*sorted(points), strict=True), label=label, **{**PAPER_STYLE, "color": _method_color(method)}
+                    *zip(*sorted(points), strict=True), label=label, **{**PAPER_STYLE, "color": method_color(method)}
                 )
                 resolutions |= {p[0] for p in points}
             _scale(ax, "x", base=2, force=True)

@@ -1,8 +1,8 @@
 """Which table row a record belongs to: descriptors read from the record's config, and the table specs.
 
 A row is (resolution, method, setting), where the setting holds the values of the table's axes (e.g. the mask in
-the mask ablation). A record enters a table when its dataset matches and every LapFlow ablation axis that the table
-does not vary has its default value (METHODS.md section 1), so ablation runs never leak into the main tables.
+the mask ablation). A record enters a table when its dataset matches and every ablation axis of the method that the
+table does not vary has its default value (METHODS.md section 1), so ablation runs never leak into the main tables.
 Records of a benchmark with a section of its own (extra.benchmark; bench/report/mini.py) enter none of them.
 """
 
@@ -11,18 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bench import registry
 from bench.results import Record
 
 RowKey = tuple[int, str, tuple[str, ...]]  # (resolution, method, setting values in the table's axis order)
 
-METHOD_LABELS = {  # display names; the order is the row order within a resolution
-    "ldm": "LDM",
-    "lfm": "LFM",
-    "pyramidal-flow": "Pyramidal Flow",
-    "edifyimage": "EdifyImage",
-    "dit": "DiT",
-    "baseline": "Baseline (unnamed)",
-    "lapflow": "LapFlow",
+# Methods with paper numbers only (results/paper): (display name, row order); families' come from bench.registry.
+PAPER_ONLY_METHODS = {
+    "ldm": ("LDM", 0),
+    "edifyimage": ("EdifyImage", 3),
+    "baseline": ("Baseline (unnamed)", 5),
 }
 AXIS_HEADERS = {
     "backbone": "Backbone",
@@ -35,20 +33,24 @@ AXIS_HEADERS = {
     "num_scales": "Scales",
     "space": "Space",
 }
-# LapFlow ablation axes and their defaults (METHODS.md section 1); num_scales/critical_times depend on the record.
+# The method's ablation axes and their defaults (METHODS.md section 1); num_scales/critical_times depend on the record.
 VARIANT_AXES = ("architecture", "mask", "critical_times", "path", "num_scales", "space")
 PIXEL = "pixel"
 AE_DOWNSAMPLE = 8  # SD-VAE, EQ-VAE and TAESD latents are 8x smaller than the image
-TWO_SCALE_MAX_LATENT = 32  # LapFlow default: 2 scales up to a 32 px latent side, else 3 (models/lapflow/config.py)
+UNKNOWN_ORDER = 1000  # a method that is neither registered nor in the paper data: after every known one
 
 
 def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+    if method in registry.FAMILIES:
+        return registry.FAMILIES[method].label
+    return PAPER_ONLY_METHODS.get(method, (method, 0))[0]
 
 
 def method_order(method: str) -> tuple[int, str]:
-    order = list(METHOD_LABELS)
-    return (order.index(method) if method in order else len(order), method)
+    """Sort key of a method's rows within a resolution (Family.order; paper-only methods interleave)."""
+    if method in registry.FAMILIES:
+        return (registry.FAMILIES[method].order, method)
+    return (PAPER_ONLY_METHODS.get(method, ("", UNKNOWN_ORDER))[1], method)
 
 
 def _model(record: Record) -> dict[str, Any]:
@@ -84,18 +86,24 @@ def solver(record: Record) -> str:
     return f"{name} {steps}" if name in {"euler", "heun", "ddpm", "ddim"} and steps else name
 
 
+def _latent_side(record: Record) -> int:
+    return record.resolution // (1 if autoencoder(record) == PIXEL else AE_DOWNSAMPLE)
+
+
+def _scales(record: Record, model: dict[str, Any]) -> int:
+    """The family's scales hook (bench.registry.Family.num_scales); unregistered methods have one scale."""
+    found = registry.FAMILIES.get(record.model)
+    return found.num_scales(model, _latent_side(record)) if found else 1
+
+
 def default_num_scales(record: Record) -> int:
-    """LapFlow's default for the record's latent side (models/lapflow/config.py); LFM and others are one scale."""
-    if record.model != "lapflow":
-        return 1
-    side = record.resolution // (1 if autoencoder(record) == PIXEL else AE_DOWNSAMPLE)
-    return 2 if side <= TWO_SCALE_MAX_LATENT else 3
+    """The family's default number of scales at the record's latent side (single-scale families: 1)."""
+    return _scales(record, {})
 
 
 def num_scales(record: Record) -> int:
-    """The configured number of scales (LapFlow's 0 means the default)."""
-    configured = int(_model(record).get("num_scales", 0) or 0) if record.model == "lapflow" else 0
-    return configured or default_num_scales(record)
+    """The configured number of scales (a multi-scale family's 0 means its default)."""
+    return _scales(record, _model(record))
 
 
 def format_times(times: Any) -> str:
@@ -122,7 +130,7 @@ def descriptors(record: Record) -> dict[str, str]:
 
 
 def default_descriptors(record: Record) -> dict[str, str]:
-    """The paper's default LapFlow variant for this record (critical times: evenly spaced for its own scales)."""
+    """The paper's default variant of the method for this record (critical times: evenly spaced for its own scales)."""
     scales = num_scales(record)
     return {
         "architecture": "MoT",
@@ -171,11 +179,12 @@ class TableSpec:
         return ["Res", "Method"] + [AXIS_HEADERS.get(axis, axis) for axis in self.axes]
 
 
-ABLATION = ("lapflow",)
+METHOD, REFERENCE = registry.method().name, registry.reference().name
+ABLATION = (METHOD,)
 TABLE_SPECS: tuple[TableSpec, ...] = (
     TableSpec("celebahq", "CelebA-HQ, unconditional", "celebahq", ratio=True),
     TableSpec("imagenet", "ImageNet, class-conditional", "imagenet", axes=("backbone", "cfg"), ratio=True),
-    TableSpec("ablation-vae", "Ablation: autoencoder (CelebA-HQ)", "celebahq", ("autoencoder",), ("lapflow", "lfm")),
+    TableSpec("ablation-vae", "Ablation: autoencoder (CelebA-HQ)", "celebahq", ("autoencoder",), (METHOD, REFERENCE)),
     TableSpec("ablation-separate", "Ablation: separate networks vs MoT", "celebahq", ("architecture",), ABLATION),
     TableSpec("ablation-mask", "Ablation: attention mask", "celebahq", ("mask",), ABLATION),
     TableSpec("ablation-t1", "Ablation: critical time T_1", "celebahq", ("critical_times",), ABLATION),
@@ -185,7 +194,7 @@ TABLE_SPECS: tuple[TableSpec, ...] = (
         "Ablation: number of scales",
         "celebahq",
         ("num_scales",),
-        ("lapflow", "lfm"),
+        (METHOD, REFERENCE),
         free=("critical_times",),
     ),
     TableSpec("ablation-pixel", "Ablation: pixel vs latent space", "celebahq", ("space",), ABLATION),

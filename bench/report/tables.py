@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench import registry
 from bench.report.paper import PaperData, PaperEntry
 from bench.report.select import (
     SPECS_BY_ID,
@@ -28,7 +29,7 @@ from bench.results import Record
 MISSING = "-"
 NOT_AVAILABLE = "n/a"
 TIMED = {"time_e2e", "time_sampler", "train_throughput"}  # metrics whose value depends on the GPU
-RATIO_BASE = "lfm"
+RATIO_BASE, RATIO_LABEL = registry.reference().name, registry.reference().label  # the "/ LFM" columns
 MISSING_NOTE = (
     "`-`: no number (the paper reports none, or nothing was measured under that column's protocol); "
     "reports/README.md lists what is missing."
@@ -200,7 +201,7 @@ def _paper_cell(entry: PaperEntry | None, group: Group, notes: Footnotes) -> Cel
 
 
 def _with_ratios(rows: dict[RowKey, list[Cell]], ratio: bool) -> dict[RowKey, list[Cell]]:
-    """Each value cell followed by its ratio to LFM's value in the same column, resolution and setting."""
+    """Each value cell followed by its ratio to the reference's value in the same column, resolution and setting."""
     if not ratio:
         return rows
     out = {}
@@ -242,11 +243,13 @@ def comparison_table(spec: TableSpec, group: Group, records: list[Loaded], paper
         rows.append([Cell(str(key[0])), Cell(method_label(key[1])), *(Cell(v) for v in key[2]), *cells, Cell(setting)])
     headers = [*spec.headers]
     for header in value_headers:
-        headers += [header, f"{header} / LFM"] if spec.ratio else [header]
+        headers += [header, f"{header} / {RATIO_LABEL}"] if spec.ratio else [header]
     headers.append("Measured setting")
     general = paper.notes_for(spec.id, group.name)
     if spec.ratio:
-        general.append("`/ LFM`: the value divided by LFM's in the same column, resolution and setting.")
+        general.append(
+            f"`/ {RATIO_LABEL}`: the value divided by {RATIO_LABEL}'s in the same column, resolution and setting."
+        )
     if any(c.text == MISSING for row in rows for c in row):
         general.append(MISSING_NOTE)
     align = "l" * len(spec.headers) + "r" * (len(headers) - len(spec.headers) - 1) + "l"

@@ -16,28 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.registry import mini_default_runs
 
-# Short run names of the mini benchmark -> their presets (same DiT-B/2 backbone, data and budget for all).
-MINI_MODELS: dict[str, str] = {
-    "lapflow": "lapflow-celebahq128-mini",
-    "lfm": "lfm-celebahq128-mini",
-    "pyramidal-flow": "pyramidal-flow-celebahq128-mini",
-    "dit": "dit-celebahq128-mini",
-    "lapflow-mask-none": "lapflow-celebahq128-mini-mask-none",  # ablation: no block mask (all scales see all)
-    "lapflow-mask-self": "lapflow-celebahq128-mini-mask-self",  # ablation: each scale attends only to itself
-    "lapflow-t1-0.3": "lapflow-celebahq128-mini-t1-0.3",  # ablation: critical time T1 = 0.3 (default 0.5)
-    "lapflow-t1-0.7": "lapflow-celebahq128-mini-t1-0.7",
-    "lapflow-scales-1": "lapflow-celebahq128-mini-scales-1",  # ablation: one scale (the MoT reduces to LFM)
-    "lapflow-scales-3": "lapflow-celebahq128-mini-scales-3",
-}
-DEFAULT_MODELS = "lapflow,lfm,pyramidal-flow,dit,lapflow-mask-none,lapflow-mask-self"
-HEADLINE_RUNS = ("lapflow", "lfm", "pyramidal-flow", "dit")  # the main comparison, one row per family
-# Ablation tables of the mini benchmark: axis -> (run, setting label); the default run (lapflow) sits in each.
-ABLATIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "mask": (("lapflow", "causal"), ("lapflow-mask-none", "none"), ("lapflow-mask-self", "self")),
-    "critical_time": (("lapflow-t1-0.3", "0.3"), ("lapflow", "0.5"), ("lapflow-t1-0.7", "0.7")),
-    "num_scales": (("lapflow-scales-1", "1"), ("lapflow", "2"), ("lapflow-scales-3", "3")),
-}
+# Run names -> presets, headline runs and ablations come from each family's record (bench.registry: mini_models(),
+# mini_headline_runs(), mini_ablations()); every run has the same DiT-B/2 backbone, data and budget.
+DEFAULT_MODELS = ",".join(mini_default_runs())
 # `bench reproduce mini` writes one record per metric and evaluation point into RESULTS/MINI_SUBDIR/<dataset><res>/
 # (metrics below; extra.benchmark == "mini-v2", extra.run, extra.point, extra.images_seen, extra.gpu_seconds, ...).
 MINI_SUBDIR = "mini"
@@ -106,14 +89,14 @@ def read_carry(folder: Path) -> Carry:
 
 def model_presets(names: list[str]) -> dict[str, str]:
     """Short names (or preset names) -> presets, in order; unknown names get a close match."""
-    from bench.registry import all_presets, unknown_name_message
+    from bench.registry import all_presets, mini_models, unknown_name_message
 
-    presets = all_presets()
+    presets, runs = all_presets(), mini_models()
     out: dict[str, str] = {}
     for name in names:
-        preset = MINI_MODELS.get(name, name)
+        preset = runs.get(name, name)
         if preset not in presets:
-            raise BenchError(unknown_name_message("mini benchmark model", name, sorted(MINI_MODELS)))
+            raise BenchError(unknown_name_message("mini benchmark model", name, sorted(runs)))
         if name in out:
             raise BenchError(f"Model '{name}' is listed twice.")
         out[name] = preset

@@ -8,7 +8,9 @@ default stays sd-vae-ft-mse like LFM (fair default) and `--set data.autoencoder=
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from baselines.lfm.config import PRESETS as LFM_PRESETS
 from baselines.lfm.config import TINY_BACKBONE, TINY_TRAIN, imagenette_tiny
@@ -40,6 +42,11 @@ def resolve_num_scales(cfg: LapFlowConfig, latent_side: int) -> int:
     if cfg.num_scales:
         return cfg.num_scales
     return 2 if latent_side <= TWO_SCALE_MAX_LATENT else 3
+
+
+def scales_of(model: Mapping[str, Any], latent_side: int) -> int:
+    """The number of scales of a config given as a dict (a result record's `model` section): the registry's hook."""
+    return int(model.get("num_scales", 0) or 0) or resolve_num_scales(LapFlowConfig(), latent_side)
 
 
 def default_critical_times(num_scales: int) -> tuple[float, ...]:
