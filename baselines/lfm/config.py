@@ -1,10 +1,18 @@
-"""LFM configuration and presets (torch-free). Reference recipe: METHODS.md section 2 / VinAIResearch/LFM."""
+"""LFM configuration and presets (torch-free). Reference recipe: METHODS.md section 2 / VinAIResearch/LFM; the
+recipes and the tiny/mini/Imagenette pieces are shared with every family (models/presets_common.py)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 
+from models.presets_common import (
+    TINY_BACKBONE,
+    TINY_TRAIN,
+    celebahq_recipe,
+    imagenet_recipe,
+    imagenette_tiny,
+    mini_flow_preset,
+)
 from models.sizes import BackboneConfig
 
 
@@ -16,94 +24,13 @@ class LFMConfig:
     class_dropout: float = 0.1  # label dropout for CFG (class-conditional data only)
 
 
-def _celebahq(res: int) -> dict:
-    # LFM CelebA-HQ recipe: DiT-L/2, SD-VAE ft-mse, AdamW 2e-4, wd 0, batch 32, constant LR; dopri5 1e-5.
-    return {
-        "model": {"backbone": {"size": "L", "patch": 2}},
-        "data": {"dataset": "celebahq", "res": res, "autoencoder": "sd-vae-ft-mse"},
-        "train": {"batch_size": 32, "lr": 2e-4, "weight_decay": 0.0, "lr_schedule": "constant"},
-        "sample": {"solver": "dopri5", "atol": 1e-5, "rtol": 1e-5},
-    }
-
-
-def _imagenet(size: str) -> dict:
-    return {
-        "model": {"backbone": {"size": size, "patch": 2}},
-        "data": {"dataset": "imagenet", "res": 256, "autoencoder": "sd-vae-ft-ema", "num_classes": 1000},
-        "train": {"batch_size": 256, "lr": 1e-4, "weight_decay": 0.0},
-        "sample": {"solver": "dopri5", "guidance": 1.5 if size == "B" else 1.0},
-    }
-
-
-TINY_BACKBONE = {"size": "S", "patch": 4, "depth": 4, "hidden": 128, "heads": 4}
-TINY_TRAIN = {
-    "total_images": 60_000,
-    "batch_size": 32,
-    "lr": 1e-3,
-    "warmup_images": 2_000,
-    "ema_decay": 0.999,
-    "ema_warmup": True,  # CPU runs of a few hundred steps: without it the EMA is still mostly the initial weights
-    "checkpoint_every": 20_000,
-    "log_every": 1_024,
-    "sample_every": 0,
-    "grid_size": 16,
-}
-
-# Mini benchmark (`bench reproduce mini-*`, README): CelebA-HQ 5k at 128 px in TAESD latents (4x16x16), DiT-B/2
-# (64 tokens), the same GPU-time budget for every family (train.max_seconds, set per run), 50 sampling steps.
-MINI_DATA = {"dataset": "celebahq", "res": 128, "autoencoder": "taesd"}
-MINI_BACKBONE = {"size": "B", "patch": 2}
-MINI_STEPS = 50  # NFE of every family's mini sampler (flows: Euler steps; DiT: respaced DDPM steps)
-MINI_TRAIN = {
-    "total_images": 1_000_000_000,  # not the limit: train.max_seconds is
-    "max_seconds": 60.0,
-    "batch_size": 256,
-    "lr": 2e-4,
-    "ema_decay": 0.999,  # a run of ~10^3 steps: 0.9999 would still weigh the initial weights heavily
-    "ema_warmup": True,  # (added after the first H200 mini-run, which ran without it)
-    "checkpoint_every": 0,  # one checkpoint, at the end
-    "log_every": 256 * 50,
-    "sample_every": 0,
-    "grid_size": 16,
-}
-
-# Class-conditional CPU runs on Imagenette (10 ImageNet classes, /work/shared/data): the ImageNet 256 setting scaled
-# down. TAESD latents of 64 px images are 4x8x8 (SD-VAE latent space, like the paper's); patch 2 gives 16 tokens, so
-# 40K images (~4 epochs, 1250 steps) take about 3 minutes on one CPU thread (OMP_NUM_THREADS=1 on a busy machine).
-# 1250 steps need a faster EMA than TINY_TRAIN's 0.999. Guidance 2.0 (the paper's B/2 setting uses 1.5).
-IMAGENETTE_TINY = {
-    "model": {"backbone": {"patch": 2}},
-    "data": {"dataset": "imagenet", "res": 64, "autoencoder": "taesd", "num_classes": 10},
-    "train": {"total_images": 40_000, "ema_decay": 0.995, "grid_size": 20},
-    "sample": {"guidance": 2.0},
-}
-
-
-def imagenette_tiny(tiny: dict) -> dict:
-    """A family's `<family>-tiny` preset moved onto Imagenette (IMAGENETTE_TINY's entries win, section by section)."""
-    out = copy.deepcopy(tiny)
-    for section, values in IMAGENETTE_TINY.items():
-        merged = out.setdefault(section, {})
-        for key, value in values.items():
-            if isinstance(value, dict):
-                merged[key] = {**merged.get(key, {}), **value}
-            else:
-                merged[key] = value
-    return out
-
-
 PRESETS: dict[str, dict] = {
-    "lfm-celebahq256-l2": _celebahq(256),
-    "lfm-celebahq512-l2": _celebahq(512),
-    "lfm-celebahq1024-l2": _celebahq(1024),
-    "lfm-imagenet256-xl2": _imagenet("XL"),
-    "lfm-imagenet256-b2": _imagenet("B"),
-    "lfm-celebahq128-mini": {
-        "model": {"backbone": dict(MINI_BACKBONE)},
-        "data": dict(MINI_DATA),
-        "train": dict(MINI_TRAIN),
-        "sample": {"solver": "euler", "steps": MINI_STEPS},
-    },
+    "lfm-celebahq256-l2": celebahq_recipe(256),
+    "lfm-celebahq512-l2": celebahq_recipe(512),
+    "lfm-celebahq1024-l2": celebahq_recipe(1024),
+    "lfm-imagenet256-xl2": imagenet_recipe("XL"),
+    "lfm-imagenet256-b2": imagenet_recipe("B"),
+    "lfm-celebahq128-mini": mini_flow_preset(),
     # CPU demo/tests: pixel space, 32 px, 64 tokens.
     "lfm-tiny": {
         "model": {"backbone": TINY_BACKBONE},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from baselines.lfm.config import (
+from models.presets_common import (
     MINI_BACKBONE,
     MINI_DATA,
     MINI_STEPS,

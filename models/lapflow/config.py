@@ -1,19 +1,26 @@
 """LapFlow configuration and presets (torch-free). The method: METHODS.md section 1 (arXiv 2602.19461).
 
-Paper presets derive from the matching LFM presets (same backbone, autoencoder, optimiser and sampler), so a
-LapFlow-vs-LFM comparison changes only the method. The paper's best CelebA-HQ numbers use EQ-VAE; here the
-default stays sd-vae-ft-mse like LFM (fair default) and `--set data.autoencoder=eq-vae` is the option.
+Paper presets are the shared recipes of the matching LFM presets (models/presets_common.py: same backbone,
+autoencoder, optimiser and sampler), so a LapFlow-vs-LFM comparison changes only the method. The paper's best
+CelebA-HQ numbers use EQ-VAE; here the default stays sd-vae-ft-mse like LFM (fair default) and
+`--set data.autoencoder=eq-vae` is the option.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from baselines.lfm.config import PRESETS as LFM_PRESETS
-from baselines.lfm.config import TINY_BACKBONE, TINY_TRAIN, imagenette_tiny
+from models.presets_common import (
+    TINY_BACKBONE,
+    TINY_TRAIN,
+    celebahq_recipe,
+    imagenet_recipe,
+    imagenette_tiny,
+    mini_flow_preset,
+    with_model,
+)
 from models.sizes import BackboneConfig
 
 PATHS = ("linear", "gvp")
@@ -58,28 +65,24 @@ def resolve_critical_times(cfg: LapFlowConfig, num_scales: int) -> tuple[float, 
     return tuple(cfg.critical_times) or default_critical_times(num_scales)
 
 
-def _from_lfm(lfm_preset: str, model: dict | None = None) -> dict:
-    """The LFM preset with LapFlow's model options; everything else (data, train, sample) is shared."""
-    out = copy.deepcopy(LFM_PRESETS[lfm_preset])
-    out["model"] = {**out.get("model", {}), **(model or {})}
-    return out
+MINI = mini_flow_preset()  # the mini benchmark's flow preset (LFM's): 64 fine + 16 coarse tokens at 2 scales
 
 
 PRESETS: dict[str, dict] = {
-    "lapflow-celebahq256-l2": _from_lfm("lfm-celebahq256-l2", {"num_scales": 2}),
-    "lapflow-celebahq512-l2": _from_lfm("lfm-celebahq512-l2", {"num_scales": 3}),
-    "lapflow-celebahq1024-l2": _from_lfm("lfm-celebahq1024-l2", {"num_scales": 3}),
-    "lapflow-imagenet256-xl2": _from_lfm("lfm-imagenet256-xl2", {"num_scales": 2}),
-    "lapflow-imagenet256-b2": _from_lfm("lfm-imagenet256-b2", {"num_scales": 2}),
+    "lapflow-celebahq256-l2": with_model(celebahq_recipe(256), {"num_scales": 2}),
+    "lapflow-celebahq512-l2": with_model(celebahq_recipe(512), {"num_scales": 3}),
+    "lapflow-celebahq1024-l2": with_model(celebahq_recipe(1024), {"num_scales": 3}),
+    "lapflow-imagenet256-xl2": with_model(imagenet_recipe("XL"), {"num_scales": 2}),
+    "lapflow-imagenet256-b2": with_model(imagenet_recipe("B"), {"num_scales": 2}),
     # Mini benchmark: LFM's mini preset with 2 scales (64 fine + 16 coarse tokens); the mask ablations beside it.
-    "lapflow-celebahq128-mini": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2}),
-    "lapflow-celebahq128-mini-mask-none": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "mask": "none"}),
-    "lapflow-celebahq128-mini-mask-self": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "mask": "self"}),
+    "lapflow-celebahq128-mini": with_model(MINI, {"num_scales": 2}),
+    "lapflow-celebahq128-mini-mask-none": with_model(MINI, {"num_scales": 2, "mask": "none"}),
+    "lapflow-celebahq128-mini-mask-self": with_model(MINI, {"num_scales": 2, "mask": "self"}),
     # Critical-time and number-of-scales ablations (METHODS.md section 5); 3 scales: 16, 8 and 4 latent px per side.
-    "lapflow-celebahq128-mini-t1-0.3": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "critical_times": [0.3]}),
-    "lapflow-celebahq128-mini-t1-0.7": _from_lfm("lfm-celebahq128-mini", {"num_scales": 2, "critical_times": [0.7]}),
-    "lapflow-celebahq128-mini-scales-1": _from_lfm("lfm-celebahq128-mini", {"num_scales": 1}),
-    "lapflow-celebahq128-mini-scales-3": _from_lfm("lfm-celebahq128-mini", {"num_scales": 3}),
+    "lapflow-celebahq128-mini-t1-0.3": with_model(MINI, {"num_scales": 2, "critical_times": [0.3]}),
+    "lapflow-celebahq128-mini-t1-0.7": with_model(MINI, {"num_scales": 2, "critical_times": [0.7]}),
+    "lapflow-celebahq128-mini-scales-1": with_model(MINI, {"num_scales": 1}),
+    "lapflow-celebahq128-mini-scales-3": with_model(MINI, {"num_scales": 3}),
     # CPU demo/tests: pixel space, 32 px; 64 fine + 16 coarse tokens.
     "lapflow-tiny": {
         "model": {"backbone": dict(TINY_BACKBONE), "num_scales": 2},

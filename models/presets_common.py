@@ -1,0 +1,103 @@
+"""Preset pieces every family shares (torch-free): the paper's training recipes, the tiny CPU pieces, the mini
+benchmark's and Imagenette's settings. Each family's config module builds its PRESETS from these, so a comparison
+between families changes only the method."""
+
+from __future__ import annotations
+
+import copy
+
+
+def celebahq_recipe(res: int) -> dict:
+    """LFM's CelebA-HQ recipe (METHODS.md section 2): DiT-L/2, SD-VAE ft-mse, AdamW 2e-4, wd 0, batch 32, constant
+    LR; dopri5 1e-5."""
+    return {
+        "model": {"backbone": {"size": "L", "patch": 2}},
+        "data": {"dataset": "celebahq", "res": res, "autoencoder": "sd-vae-ft-mse"},
+        "train": {"batch_size": 32, "lr": 2e-4, "weight_decay": 0.0, "lr_schedule": "constant"},
+        "sample": {"solver": "dopri5", "atol": 1e-5, "rtol": 1e-5},
+    }
+
+
+def imagenet_recipe(size: str) -> dict:
+    """LFM's class-conditional ImageNet 256 recipe for a DiT size (guidance 1.5 for B/2)."""
+    return {
+        "model": {"backbone": {"size": size, "patch": 2}},
+        "data": {"dataset": "imagenet", "res": 256, "autoencoder": "sd-vae-ft-ema", "num_classes": 1000},
+        "train": {"batch_size": 256, "lr": 1e-4, "weight_decay": 0.0},
+        "sample": {"solver": "dopri5", "guidance": 1.5 if size == "B" else 1.0},
+    }
+
+
+def with_model(preset: dict, model: dict | None = None) -> dict:
+    """A copy of `preset` with `model` options merged into its model section."""
+    out = copy.deepcopy(preset)
+    out["model"] = {**out.get("model", {}), **(model or {})}
+    return out
+
+
+TINY_BACKBONE = {"size": "S", "patch": 4, "depth": 4, "hidden": 128, "heads": 4}
+TINY_TRAIN = {
+    "total_images": 60_000,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "warmup_images": 2_000,
+    "ema_decay": 0.999,
+    "ema_warmup": True,  # CPU runs of a few hundred steps: without it the EMA is still mostly the initial weights
+    "checkpoint_every": 20_000,
+    "log_every": 1_024,
+    "sample_every": 0,
+    "grid_size": 16,
+}
+
+# Mini benchmark (`bench reproduce mini-*`, README): CelebA-HQ 5k at 128 px in TAESD latents (4x16x16), DiT-B/2
+# (64 tokens), the same budget for every family, 50 sampling steps.
+MINI_DATA = {"dataset": "celebahq", "res": 128, "autoencoder": "taesd"}
+MINI_BACKBONE = {"size": "B", "patch": 2}
+MINI_STEPS = 50  # NFE of every family's mini sampler (flows: Euler steps; DiT: respaced DDPM steps)
+MINI_TRAIN = {
+    "total_images": 1_000_000_000,  # not the limit: train.max_seconds is
+    "max_seconds": 60.0,
+    "batch_size": 256,
+    "lr": 2e-4,
+    "ema_decay": 0.999,  # a run of ~10^3 steps: 0.9999 would still weigh the initial weights heavily
+    "ema_warmup": True,  # (added after the first H200 mini-run, which ran without it)
+    "checkpoint_every": 0,  # one checkpoint, at the end
+    "log_every": 256 * 50,
+    "sample_every": 0,
+    "grid_size": 16,
+}
+
+
+def mini_flow_preset() -> dict:
+    """The mini benchmark's flow-matching preset (LFM's; LapFlow adds its model options)."""
+    return {
+        "model": {"backbone": dict(MINI_BACKBONE)},
+        "data": dict(MINI_DATA),
+        "train": dict(MINI_TRAIN),
+        "sample": {"solver": "euler", "steps": MINI_STEPS},
+    }
+
+
+# Class-conditional CPU runs on Imagenette (10 ImageNet classes, /work/shared/data): the ImageNet 256 setting scaled
+# down. TAESD latents of 64 px images are 4x8x8 (SD-VAE latent space, like the paper's); patch 2 gives 16 tokens, so
+# 40K images (~4 epochs, 1250 steps) take about 3 minutes on one CPU thread (OMP_NUM_THREADS=1 on a busy machine).
+# 1250 steps need a faster EMA than TINY_TRAIN's 0.999. Guidance 2.0 (the paper's B/2 setting uses 1.5).
+IMAGENETTE_TINY = {
+    "model": {"backbone": {"patch": 2}},
+    "data": {"dataset": "imagenet", "res": 64, "autoencoder": "taesd", "num_classes": 10},
+    "train": {"total_images": 40_000, "ema_decay": 0.995, "grid_size": 20},
+    "sample": {"guidance": 2.0},
+}
+
+
+def imagenette_tiny(tiny: dict) -> dict:
+    """A family's `<family>-tiny` preset moved onto Imagenette (IMAGENETTE_TINY's entries win, section by section)."""
+    out = copy.deepcopy(tiny)
+    for section, values in IMAGENETTE_TINY.items():
+        merged = out.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    return out
