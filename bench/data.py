@@ -7,7 +7,6 @@ Pixel values map to [-1, 1] as x = u / 127.5 - 1, the inverse of the harness's q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from bench.autoencoders import get_spec, latent_shape, load_autoencoder, resolve
 from bench.config import DataConfig
 from bench.datasets.cache import META, encode_images, prepare_images, prepare_latents, read_json
 from bench.datasets.carried import is_carried, load_carried
+from bench.datasets.latents import LatentDataset
 from bench.datasets.sources import ClassFolderSource, FolderSource, Source, SyntheticSource, resolve_data_path
 from bench.errors import BenchError
 
@@ -99,33 +99,6 @@ def load_prepared_images(
     """(uint8 [N, 3, R, R] memmap, int64 labels or None, meta); prepares the images if needed."""
     folder, meta, _ = _prepare(cfg, data_root, cache_dir, False, False, "cpu", progress)
     return np.load(folder / "images.npy", mmap_mode="r"), _labels(cfg, folder), meta
-
-
-@dataclass
-class LatentDataset:
-    """The training set in memory (on the training device): what the model's loss receives."""
-
-    latents: Tensor  # [N, C, h, w] float32 (pixel autoencoder: images in [-1, 1])
-    labels: Tensor | None  # [N] long, or None when unconditional
-    num_classes: int
-    meta: dict  # dataset, res, autoencoder, weights_hash, count, source_hash, ...
-    flipped: Tensor | None = None  # [N, C, h, w] latents of the mirrored images (non-pixel autoencoders with flip)
-    flip: bool = True  # cfg.flip: when False, batch() ignores its flip argument
-
-    def __len__(self) -> int:
-        return int(self.latents.shape[0])
-
-    def batch(self, indices: Tensor, flip: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Rows `indices`, mirrored where `flip` (pixels on the fly; latents from the cached mirrored copies)."""
-        device = self.latents.device
-        idx = indices.to(device=device, dtype=torch.long)
-        x = self.latents[idx]
-        if self.flip:
-            mask = flip.to(device=device, dtype=torch.bool).view(-1, 1, 1, 1)
-            mirrored = self.flipped[idx] if self.flipped is not None else x.flip(-1)
-            x = torch.where(mask, mirrored, x)
-        y = self.labels[idx] if self.labels is not None else None
-        return x, y
 
 
 def _pixels_to_tensor(images: np.ndarray, device: torch.device) -> Tensor:

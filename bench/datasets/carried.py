@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from bench.config import DataConfig
+from bench.datasets.latents import LatentDataset
 from bench.errors import BenchError
-
-if TYPE_CHECKING:
-    from bench.data import LatentDataset
 
 CARRIED_SUFFIX = ".safetensors"
 CARRIED_FORMAT = "bench-latents"
@@ -122,8 +119,6 @@ def _check_matches(cfg: DataConfig, meta: dict, path: Path) -> None:
 def load_carried(cfg: DataConfig, path: Path, device: torch.device) -> LatentDataset:
     """The training set from a carried file, on `device` (float32, as from the folder cache)."""
     from safetensors.torch import load_file
-
-    from bench.data import LatentDataset
 
     path = Path(path)
     meta = read_carried_meta(path)

@@ -355,8 +355,6 @@ def reference_stats(
         )
         stats, features = compute_stats(batches, todo, device, cache, save_features is not None, progress)
         if save_features is not None:
-            from bench.metrics.measure import save_feature_files
-
             save_feature_files(features, save_features)
         for b in todo:
             lib, mode, _ = FID_BACKENDS[b]
@@ -381,3 +379,19 @@ def _ref_is_current(path: Path, source_hash: str) -> bool:
     except BenchError:
         return False
     return meta.get("source_hash") == source_hash and meta.get("inception_sha256") == FID_INCEPTION_SHA256
+
+
+def save_feature_files(feats: dict, prefix: Path) -> None:
+    """Each backend's features as `<prefix>-<backend>.npy` (float32), written to a temporary file and renamed."""
+    for backend, f in feats.items():
+        path = Path(f"{prefix}-{backend}.npy")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp.npy")
+        os.close(fd)
+        try:
+            np.save(tmp, f.astype(np.float32))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        print(f"features {backend} {list(f.shape)} -> {path}")

@@ -8,8 +8,6 @@ functions so the CLI's --help imports no torch.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,7 +214,7 @@ def run_fid(ctx: Context, req: FidRequest) -> None:
 
 def write_fid_records(stats: dict, feats: dict, req: FidRequest, make: Any, out: Path) -> None:
     """Score against the reference, save features if asked, then write one record per backend."""
-    from bench.metrics.fid import score
+    from bench.metrics.fid import save_feature_files, score
     from bench.metrics.inception import INCEPTION_SCORE_NOTE
 
     if req.save_features is not None:
@@ -228,20 +226,3 @@ def write_fid_records(stats: dict, feats: dict, req: FidRequest, make: Any, out:
         if req.fast != "eager":
             proto["fast_path"] = req.fast
         emit(make(protocol.metric, value, "", proto, {"inception_score": INCEPTION_SCORE_NOTE}), out)
-
-
-def save_feature_files(feats: dict, prefix: Path) -> None:
-    import numpy as np
-
-    for backend, f in feats.items():
-        path = Path(f"{prefix}-{backend}.npy")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp.npy")
-        os.close(fd)
-        try:
-            np.save(tmp, f.astype(np.float32))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        print(f"features {backend} {list(f.shape)} -> {path}")
