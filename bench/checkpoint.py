@@ -264,7 +264,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: str | torch.device = "
         first = str(exc).splitlines()[0]
         raise BenchError(f"Checkpoint '{ckpt}' does not match the model of its config ({first}).") from None
     if weights == "ema":
-        from bench.train import young_ema_warning
+        from bench.ema import young_ema_warning
 
         warning = young_ema_warning(cfg, int(json.loads((ckpt / "state.json").read_text()).get("step", 0)))
         if warning:

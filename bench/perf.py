@@ -259,7 +259,8 @@ def make_train_step(
     """THE training step on a batch of latents (forward, backward, fused AdamW, EMA); returns the detached loss."""
     import copy
 
-    from bench.train import LossModule, compile_loss, update_ema
+    from bench.ema import update_ema
+    from bench.train import LossModule, compile_loss
 
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(

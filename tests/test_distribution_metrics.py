@@ -77,7 +77,7 @@ def test_ema_initial_weight_has_its_closed_forms_and_warns_for_a_young_ema() -> 
     import math
 
     from bench.config import parse_set, resolve
-    from bench.train import ema_initial_weight, young_ema_warning
+    from bench.ema import ema_initial_weight, young_ema_warning
 
     assert ema_initial_weight(0.999, False, 700) == pytest.approx(0.999**700, rel=1e-12)  # the FID-500 runs: 0.50
     n = 50  # warm-up decay (1 + t) / (10 + t) for every step: the product telescopes to 9! n! / (n + 9)!

@@ -136,7 +136,7 @@ def test_sigterm_writes_a_checkpoint_and_rerun_resumes(tmp_path):
 
 
 def test_ema_warmup_forgets_initial_weights_in_short_runs():
-    from bench.train import ema_decay_at
+    from bench.ema import ema_decay_at
 
     assert ema_decay_at(0.999, False, 5) == 0.999
     assert ema_decay_at(0.999, True, 0) == pytest.approx(0.1)  # the first EMA is ~the trained weights

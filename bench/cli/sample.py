@@ -41,7 +41,7 @@ def sample_command(
 
     from bench.accel import check_fast_path
     from bench.checkpoint import CONFIG_FILE, load_run
-    from bench.config import from_dict, merge, to_dict
+    from bench.config import from_dict, load_run_config, merge, to_dict
     from bench.dist import init_distributed, shutdown
     from bench.interface import SampleSpec
     from bench.paths import check_writable_dir, device_name
@@ -59,11 +59,11 @@ def sample_command(
         out_dir = check_writable_dir(
             out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}", "output folder"
         )
-        model, cfg = load_run(run_dir, weights, info.device)
-        spec_values = to_dict(cfg.sample)
+        spec_values = to_dict(load_run_config(run_dir / CONFIG_FILE).sample)
         for override in sample_sets:
             spec_values = merge(spec_values, override)
-        spec = from_dict(SampleSpec, spec_values, prefix="sample.")
+        spec = from_dict(SampleSpec, spec_values, prefix="sample.")  # bad keys are refused before the model loads
+        model, cfg = load_run(run_dir, weights, info.device)
         cfg = dataclasses.replace(cfg, sample=spec)
         if class_grid:
             write_class_grid(model, cfg, seed_list, class_list, out_dir, batch_size, info)

@@ -121,11 +121,11 @@ class Scorer:
     def score(
         self, run: str, run_dir: Path, cfg: RunConfig, state: TrainState, ema: nn.Module, point: int, points: list[int]
     ) -> None:
+        from bench.ema import young_ema_warning
         from bench.metrics import distribution as dm
         from bench.metrics.fid import FeatureStats, RefStats, fid_from_stats
         from bench.metrics.protocols import FIDProtocol
         from bench.reproduce.run import final_loss
-        from bench.train import young_ema_warning
 
         warning = young_ema_warning(cfg, state.step)
         if warning:
