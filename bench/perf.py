@@ -237,6 +237,7 @@ def training_suite(
             "warmup_steps": warmup,
             "timed_steps": steps,
             "optimizer": "AdamW (fused on CUDA)",
+            "step": "bench.train.train_step (clipping, non-finite check, EMA): the step training runs",
             "data": "random latents copied from host each step",
             "reportable": device.type == "cuda",
         }
@@ -256,28 +257,24 @@ def training_suite(
 def make_train_step(
     model: Any, cfg: RunConfig, device: torch.device, compile_backend: str | None, precision: str
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """THE training step on a batch of latents (forward, backward, fused AdamW, EMA); returns the detached loss."""
+    """THE training step (bench.train.train_step: clipping, non-finite check, fused AdamW on GPUs, EMA) on one batch
+    of latents at the config's learning rate; returns the detached loss."""
     import copy
+    import dataclasses
 
-    from bench.ema import update_ema
-    from bench.train import LossModule, compile_loss
+    from bench.train import LossModule, compile_loss, make_optimizer, train_step
 
+    t = dataclasses.replace(cfg.train, precision=precision)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=device.type == "cuda"
-    )
+    opt = make_optimizer(model, t, device)
     loss_fn: Any = LossModule(model)
     if compile_backend:
         loss_fn = compile_loss(loss_fn, compile_backend)
+    steps = iter(range(1 << 62))
 
     def step(x: torch.Tensor) -> torch.Tensor:
-        with autocast(device, precision):
-            loss = loss_fn(x, None).float().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        update_ema(ema, model, cfg.train.ema_decay)
-        return loss.detach()
+        loss, _, _ = train_step(loss_fn, model, ema, opt, [(x, None)], 1, t, next(steps), device)
+        return loss
 
     return step
 

@@ -12,7 +12,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from bench.checkpoint import (
     save_checkpoint,
     truncate_stats,
 )
-from bench.config import RunConfig, dump, load_run_config, to_dict
+from bench.config import RunConfig, TrainConfig, dump, load_run_config, to_dict
 from bench.dist import DistInfo, all_reduce_mean, barrier
 from bench.ema import ema_decay_at, update_ema
 from bench.errors import BenchError
@@ -158,6 +158,45 @@ class _StopFlag:
         self._previous = {}
 
 
+def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW of the config; the fused CUDA kernel on GPUs (one launch for all parameters), the default on CPUs."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, **fused)
+
+
+def train_step(
+    loss_module: nn.Module,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable[tuple[Tensor, Tensor | None]],
+    accum: int,
+    t: TrainConfig,
+    step: int,
+    device: torch.device,
+    world: int = 1,
+) -> tuple[Tensor, Tensor, bool]:
+    """THE training step of every family, for training and for throughput measurements alike: forward and backward
+    over `accum` micro-batches (DDP syncs on the last), gradient clipping, a non-finite check (all ranks agree), the
+    optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite)."""
+    loss_sum = torch.zeros((), device=device)
+    for k, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
+        sync = k == accum - 1 or world == 1
+        ctx = loss_module.no_sync() if not sync and hasattr(loss_module, "no_sync") else nullcontext()
+        with ctx, autocast(device, t.precision):
+            loss = loss_module(x, y).float().mean()
+        (loss / accum).backward()
+        loss_sum += loss.detach() / accum
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
+    finite = bool(all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1)
+    if finite:
+        optimizer.step()
+        update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, step))
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, finite
+
+
 # Called at evaluation points (images seen) with the train state and the EMA model; its time is not training time.
 PointHook = Callable[[TrainState, nn.Module], None]
 
@@ -198,7 +237,7 @@ def train(
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = MODELS.load(cfg.family)(cfg.model, tuple(data.latents.shape[1:]), cfg.data.num_classes).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    optimizer = make_optimizer(model, t, device)
     state, rngs = TrainState(), []
     ckpt = checked_resume_point(run_dir, set_aside=dist_info.is_main)  # a corrupt newest one is named, skipped
     if ckpt is not None:
@@ -226,30 +265,18 @@ def train(
             lr = lr_at(cfg, state.images_seen)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            for k in range(accum):
-                start = (rank * accum + k) * micro
-                x, y = data.batch(idx[start : start + micro], flips[start : start + micro])
-                x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
-                sync = k == accum - 1 or world == 1
-                ctx = loss_module.no_sync() if not sync and hasattr(loss_module, "no_sync") else nullcontext()
-                with ctx, autocast(device, t.precision):
-                    loss = loss_module(x, y).float().mean()
-                (loss / accum).backward()
-                loss_sum += loss.detach() / accum
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
-            finite = all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1
-            if finite:
-                optimizer.step()
-                update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, state.step))
-            else:
+            mine = slice(rank * accum * micro, (rank + 1) * accum * micro)  # this rank's share of the global batch
+            parts = (data.batch(i, f) for i, f in zip(idx[mine].split(micro), flips[mine].split(micro), strict=True))
+            loss_sum, grad_norm, finite = train_step(
+                loss_module, model, ema, optimizer, parts, accum, t, state.step, device, world
+            )
+            if not finite:
                 state.nonfinite_skipped += 1
                 if state.nonfinite_skipped > t.max_nonfinite:
                     raise BenchError(
                         f"Training stopped: {state.nonfinite_skipped} non-finite steps "
                         f"(limit train.max_nonfinite = {t.max_nonfinite}); lower the learning rate."
                     )
-            optimizer.zero_grad(set_to_none=True)
             state.step += 1
             state.images_seen += t.batch_size
             last_loss = float(all_reduce_mean(loss_sum))
