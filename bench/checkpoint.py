@@ -21,6 +21,7 @@ from torch import nn
 
 from bench.config import RunConfig, load_run_config, to_dict
 from bench.errors import BenchError
+from bench.io import atomic_write_text
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
@@ -211,9 +212,7 @@ def truncate_stats(path: Path, images_seen: int) -> int:
         else:
             dropped += 1
     if dropped:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(kept))
     return dropped
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 REQUIRED = (
@@ -102,22 +101,10 @@ def record_filename(record: Record) -> str:
 
 
 def write_record(record: Record, results_dir: Path, subdir: str = "") -> Path:
-    """Write atomically (temp file in the same folder, fsync, rename): a killed writer leaves no partial record."""
+    """Write atomically (bench.io: temporary file, fsync, rename; mode 0644): a killed writer leaves no part."""
     folder = Path(results_dir) / subdir if subdir else Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / record_filename(record)
-    data = json.dumps(dataclasses.asdict(record), indent=2, sort_keys=True, default=str) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write_json(path, dataclasses.asdict(record), indent=2, sort_keys=True, default=str, fsync=True)
 
 
 def read_record(path: Path) -> Record:

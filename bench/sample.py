@@ -7,8 +7,6 @@ losslessly as `{seed:06d}.png`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from torch import Tensor
 
 from bench.errors import BenchError
 from bench.interface import GenerativeModel, SampleSpec
+from bench.io import atomic_write
 from bench.runtime import autocast, balanced_labels, per_sample_randn_like
 
 
@@ -81,14 +80,8 @@ def save_png(images: Tensor, seeds: Sequence[int], out_dir: Path) -> list[Path]:
 
 
 def atomic_write_image(image: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.png")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """A lossless PNG, written atomically (bench.io)."""
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"), suffix=".tmp.png")
 
 
 def image_grid(images: Tensor, columns: int | None = None) -> Image.Image:
@@ -142,12 +135,5 @@ def save_latents(batch: SampleBatch, out_dir: Path, cfg: object) -> Path:
     tensors = {"latents": batch.latents.contiguous(), "seeds": torch.tensor(batch.seeds, dtype=torch.long)}
     if batch.labels is not None:
         tensors["labels"] = batch.labels
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"config": json.dumps(to_dict(cfg)), "nfe": str(batch.nfe)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    metadata = {"config": json.dumps(to_dict(cfg)), "nfe": str(batch.nfe)}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

@@ -30,6 +30,7 @@ from bench.autoencoders import Autoencoder, get_spec, load_autoencoder, resolve_
 from bench.config import DataConfig
 from bench.datasets.sources import PREPARE_VERSION, Source
 from bench.errors import BenchError
+from bench.io import atomic_path, atomic_write_json
 
 META = "meta.json"
 LATENT_STORE_DTYPE = np.float16  # halves cache size (latents travel to the GPU machines); error ~5e-4 relative
@@ -46,10 +47,8 @@ def read_json(path: Path) -> dict | None:
 
 
 def write_json(path: Path, data: dict) -> None:
-    """Atomic: a temporary file in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}{temp_tag()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Atomic (bench.io), its temporary named with temp_tag() so that a dead writer's leftover can be removed."""
+    atomic_write_json(path, data, sort_keys=True, suffix=temp_tag())
 
 
 def bad_files_message(bad: list[str], where: str) -> str:
@@ -200,16 +199,12 @@ def prepare_latents(folder: Path, meta: dict, cfg: DataConfig, device: torch.dev
     images = np.load(folder / "images.npy", mmap_mode="r")
     files = {"latents": f"{stem}.npy", **({"flipped": f"{stem}-flip.npy"} if cfg.flip else {})}
     for key, name in files.items():
-        tmp = folder / f".{name}{temp_tag()}"
-        try:
+        with atomic_path(folder / name, suffix=temp_tag()) as tmp:
             shape = (len(images), *_latent_dims(cfg))
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=LATENT_STORE_DTYPE, shape=shape)
             encode_images(ae, images, key == "flipped", device, out, progress)
             out.flush()
             del out
-            os.replace(tmp, folder / name)
-        finally:
-            tmp.unlink(missing_ok=True)
     marker = {
         "autoencoder": cfg.autoencoder,
         "weights_hash": digest,

@@ -14,7 +14,6 @@ explicitly (`data.autoencoder_path`), their hash must equal the one the latents 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from bench.config import DataConfig
 from bench.datasets.latents import LatentDataset
 from bench.errors import BenchError
+from bench.io import atomic_write
 
 CARRIED_SUFFIX = ".safetensors"
 CARRIED_FORMAT = "bench-latents"
@@ -64,15 +64,8 @@ def export_carried(folder: Path, meta: dict, marker: dict, cfg: DataConfig, out:
         "encode": str(marker.get("encode", "")),
         "dtype": str(marker.get("dtype", "")),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=info)
-        os.chmod(tmp, 0o644)  # safetensors writes 0600; the file travels to other machines
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    contiguous = {k: v.contiguous() for k, v in tensors.items()}
+    return atomic_write(out, lambda tmp: save_file(contiguous, str(tmp), metadata=info))  # 0644: travels elsewhere
 
 
 def read_carried_meta(path: Path) -> dict:

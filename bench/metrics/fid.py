@@ -10,8 +10,6 @@ Image sources (a model by seed, PNG folders, saved latents, saved features) are 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError
+from bench.io import atomic_path, atomic_write
 from bench.metrics.inception import FEATURE_DIM, FID_INCEPTION_SHA256
 from bench.metrics.protocols import FID_BACKENDS, FIDProtocol, check_backend
 
@@ -251,18 +250,6 @@ def rebatch(arrays: Iterable[np.ndarray | Tensor], batch_size: int) -> Iterator[
 # reference statistics files
 
 
-def _atomic_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_stats(path: Path, stats: FeatureStats, meta: dict) -> Path:
     mu, sigma = stats.mean_cov()
     meta = {**meta, "inception_sha256": FID_INCEPTION_SHA256}
@@ -273,7 +260,7 @@ def save_stats(path: Path, stats: FeatureStats, meta: dict) -> Path:
         "protocol": np.array(json.dumps(meta, sort_keys=True)),
         "source_hash": np.array(str(meta.get("source_hash", ""))),
     }
-    _atomic_npz(Path(path), arrays)
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
     return Path(path)
 
 
@@ -385,13 +372,6 @@ def save_feature_files(feats: dict, prefix: Path) -> None:
     """Each backend's features as `<prefix>-<backend>.npy` (float32), written to a temporary file and renamed."""
     for backend, f in feats.items():
         path = Path(f"{prefix}-{backend}.npy")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp.npy")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".tmp.npy") as tmp:
             np.save(tmp, f.astype(np.float32))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         print(f"features {backend} {list(f.shape)} -> {path}")

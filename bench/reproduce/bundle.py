@@ -9,25 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.io import atomic_path, atomic_write_bytes
 
 
 def write_bundle(path: Path, results: Path, files: list[Path], logs: list[Path]) -> None:
     """One .tar.gz: the written results files (paths relative to RESULTS) and run logs under runs/; atomic."""
-    import os
     import tarfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for f in sorted(set(files)):
-                tar.add(f, arcname=f"results/{f.relative_to(results).as_posix()}")
-            for f in logs:
-                tar.add(f, arcname=f"runs/{f.parent.name}/{f.name}")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for f in sorted(set(files)):
+            tar.add(f, arcname=f"results/{f.relative_to(results).as_posix()}")
+        for f in logs:
+            tar.add(f, arcname=f"runs/{f.parent.name}/{f.name}")
 
 
 def _read_members(bundle: Path) -> list[tuple[tuple[str, ...], bytes]]:
@@ -74,9 +67,5 @@ def ingest_bundle(bundle: Path, results: Path, runs: Path | None = None) -> list
                 read_record(probe)
     written = []
     for dest, data in staged:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = dest.with_name(f".{dest.name}.tmp")
-        tmp_path.write_bytes(data)
-        tmp_path.replace(dest)
-        written.append(dest)
+        written.append(atomic_write_bytes(dest, data))
     return written

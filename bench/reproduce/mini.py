@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.io import atomic_write_json
 from bench.registry import mini_default_runs
 
 # Run names -> presets, headline runs and ablations come from each family's record (bench.registry: mini_models(),
@@ -148,10 +148,5 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """The mini benchmark's JSON files (summaries, manifests, grid indexes): indented, values str() if need be."""
+    atomic_write_json(path, data, default=str)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from bench.errors import BenchError
+from bench.io import atomic_write
 from bench.reproduce.mini import Carry, sha256_file
 
 FEATURES_FORMAT = "bench-reference-features"
@@ -51,8 +52,6 @@ def features_path(folder: Path, dataset: str, res: int, backend: str = "tf") -> 
 
 def export_reference_features(npy: Path, ref_npz: Path, out: Path) -> Path:
     """Pack `npy` (float32 [M, 2048]) with the metadata of the reference statistics it must reproduce."""
-    import os
-
     from safetensors.torch import save_file
 
     from bench.metrics.fid import FeatureStats, load_stats
@@ -64,15 +63,8 @@ def export_reference_features(npy: Path, ref_npz: Path, out: Path) -> Path:
         raise BenchError(f"Features '{npy}' do not reproduce the reference statistics '{ref_npz}'.")
     meta = {k: str(ref.meta.get(k, "")) for k in ("dataset", "res", "backend", "source_hash", "inception_sha256")}
     meta.update(format=FEATURES_FORMAT, count=str(len(feats)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        save_file({"features": torch.from_numpy(feats.astype(np.float32))}, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    tensors = {"features": torch.from_numpy(feats.astype(np.float32))}
+    return atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def load_reference(path: Path, carry: Carry, device: torch.device) -> Reference:

@@ -11,7 +11,6 @@ Files are written atomically after each model, so a command killed at its time l
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from bench.config import RunConfig
 from bench.dist import DistInfo
 from bench.errors import BenchError
 from bench.interface import GenerativeModel
+from bench.io import atomic_write
 from bench.reproduce.mini import (
     FORMAT_VERSION,
     GRID_FILE,
@@ -259,14 +259,7 @@ def save_samples(latents: Tensor, name: str, cfg: RunConfig, nfe: int, out: Path
         "nfe": str(nfe),
         "config": json.dumps(to_dict(cfg)),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.chmod(tmp, 0o644)  # safetensors writes 0600; the file travels to other machines
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))  # 0644: travels elsewhere
 
 
 def grid_autoencoder(carry: Carry, device: torch.device, summary: dict) -> torch.nn.Module | None:
