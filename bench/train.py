@@ -372,7 +372,9 @@ class _Logger:
     """stats.jsonl rows every `log_every` images (rank 0) and a labelled tqdm bar with its ETA.
 
     On resume, rows written after the checkpoint (and a half-written last line) are dropped first, so the file
-    never repeats the steps that are trained again.
+    never repeats the steps that are trained again. When TensorBoard is installed (the `tensorboard` extra), the
+    same rows also go to `<run dir>/tensorboard/` (x axis: images seen; events past a resume point are purged);
+    stats.jsonl stays the record. One line on stderr says which.
     """
 
     def __init__(
@@ -390,6 +392,7 @@ class _Logger:
             self.bar = tqdm(
                 total=total, initial=min(state.images_seen, total), unit="img", desc="train", dynamic_ncols=True
             )
+        self.board = self._board(run_dir, state.images_seen) if self.main else None
         if self.main:
             truncate_stats(self.path, state.images_seen)
             with open(self.path, "a") as f:
@@ -417,8 +420,28 @@ class _Logger:
             }
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if self.board is not None:
+                for key in ("loss", "lr", "grad_norm", "images_per_s", "nonfinite_skipped"):
+                    self.board.add_scalar(f"train/{key}", row[key], self.state.images_seen)
             self.window, self.tic, self.tic_images = [], now, self.state.images_seen
+
+    @staticmethod
+    def _board(run_dir: Path, images_seen: int) -> object | None:
+        """A TensorBoard SummaryWriter in <run dir>/tensorboard, or None when TensorBoard is not installed."""
+        import sys
+
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard: not installed, stats.jsonl only (pip install -e '.[tensorboard]')", file=sys.stderr)
+            return None
+        folder = run_dir / "tensorboard"
+        print(f"tensorboard: logging to {folder} (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
+        # On resume, TensorBoard drops the events at and after purge_step: the ones past the checkpoint's row.
+        return SummaryWriter(str(folder), purge_step=images_seen + 1 if images_seen else None)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self.board is not None:
+            self.board.close()
