@@ -11,11 +11,13 @@ import copy
 import json
 import math
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -37,6 +39,9 @@ from bench.ema import ema_decay_at, update_ema
 from bench.errors import BenchError
 from bench.interface import GenerativeModel
 from bench.runtime import autocast, configure_numerics
+
+if TYPE_CHECKING:
+    from bench.datasets.latents import LatentDataset
 
 # Fields that may change between a run and its resumption (length, cadence); anything else must match.
 RESUMABLE_FIELDS = {
@@ -74,6 +79,19 @@ def compile_loss(module: nn.Module, backend: str = "inductor") -> nn.Module:
     compiled run sees the same numbers as an eager one under the same seeds (its loss curve matches)."""
     options = {"fallback_random": True} if backend == "inductor" else None
     return torch.compile(module, backend=backend, options=options)  # type: ignore[return-value]
+
+
+COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "triton")
+
+
+def compile_failure(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) comes from torch.compile's stack rather than from the model or the data."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.startswith(COMPILER_MODULES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def lr_at(cfg: RunConfig, images_seen: int) -> float:
@@ -253,6 +271,7 @@ def train(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=getattr(model, "may_skip_parameters", False),
         )
+    eager_module = loss_module
     if t.compile:
         loss_module = compile_loss(loss_module)
 
@@ -266,10 +285,12 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             mine = slice(rank * accum * micro, (rank + 1) * accum * micro)  # this rank's share of the global batch
-            parts = (data.batch(i, f) for i, f in zip(idx[mine].split(micro), flips[mine].split(micro), strict=True))
-            loss_sum, grad_norm, finite = train_step(
-                loss_module, model, ema, optimizer, parts, accum, t, state.step, device, world
-            )
+
+            shards = list(zip(idx[mine].split(micro), flips[mine].split(micro), strict=True))
+            loss_module, (loss_sum, grad_norm, finite) = _guarded_step(
+                loss_module, eager_module, model, ema, optimizer, data, shards, accum, t, state.step, device, world,
+                logger,
+            )  # fmt: skip
             if not finite:
                 state.nonfinite_skipped += 1
                 if state.nonfinite_skipped > t.max_nonfinite:
@@ -299,6 +320,38 @@ def train(
         write_grid(ema, cfg, run_dir, state.images_seen, device)
     logger.close()
     return TrainResult(run_dir, state, stop.stop, last_loss)
+
+
+def _guarded_step(
+    loss_module: nn.Module,
+    eager_module: nn.Module,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: LatentDataset,
+    shards: list[tuple[Tensor, Tensor]],
+    accum: int,
+    t: TrainConfig,
+    step: int,
+    device: torch.device,
+    world: int,
+    logger: _Logger,
+) -> tuple[nn.Module, tuple[Tensor, Tensor, bool]]:
+    """train_step on these micro-batch shards; a torch.compile failure (at any stage shape) falls back to the eager
+    module once, with a note in stats.jsonl: returns the module for the following steps and the step's outcome."""
+
+    def run(module: nn.Module) -> tuple[Tensor, Tensor, bool]:
+        batches = (data.batch(i, f) for i, f in shards)
+        return train_step(module, model, ema, optimizer, batches, accum, t, step, device, world)
+
+    try:
+        return loss_module, run(loss_module)
+    except Exception as exc:
+        if loss_module is eager_module or not compile_failure(exc):
+            raise
+        optimizer.zero_grad(set_to_none=True)
+        logger.event("compile_fallback", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        return eager_module, run(eager_module)
 
 
 class _Budget:
@@ -397,6 +450,14 @@ class _Logger:
             truncate_stats(self.path, state.images_seen)
             with open(self.path, "a") as f:
                 f.write(json.dumps({"event": "start", "images": state.images_seen, "numerics": numerics}) + "\n")
+
+    def event(self, name: str, **fields: object) -> None:
+        """A one-off event row in stats.jsonl (rank 0), also printed: e.g. a compile fallback."""
+        if not self.main:
+            return
+        print(f"note: {name}: {', '.join(f'{k} {v}' for k, v in fields.items())}", file=sys.stderr, flush=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"event": name, "images": self.state.images_seen, **fields}) + "\n")
 
     def step(self, loss: float, grad_norm: float, lr: float, finite: bool) -> None:
         if not self.main:

@@ -181,7 +181,7 @@ class Scorer:
             "loss": final_loss(run_dir, float("nan")),
             "sample_seconds": sample_s,
             "score_seconds": score_s,
-            "compile": cfg.train.compile,
+            **compile_state(cfg, run_dir),
         }
         for metric, (value, proto_extra, extra) in values.items():
             self._write(cfg, metric, value, fid, proto_extra, nfe, {**common, **extra})
@@ -321,6 +321,19 @@ def run_one(
         "complete": scored == points,
         "run_dir": str(run_dir),
     }
+
+
+def compile_state(cfg: RunConfig, run_dir: Path) -> dict:
+    """Whether the run trains compiled: the config's train.compile, unless the loop fell back to eager (its note)."""
+    path = run_dir / "stats.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    fallback = next((r for r in rows if r.get("event") == "compile_fallback"), None)
+    if cfg.train.compile and fallback is not None:
+        return {
+            "compile": False,
+            "compile_note": f"compile failed at {fallback['images']} images: {fallback['reason']}",
+        }
+    return {"compile": cfg.train.compile}
 
 
 def trained_seconds(run_dir: Path) -> float:
