@@ -132,7 +132,7 @@ class Shape:
 
 
 def shape_scene(index: int) -> list[Shape]:
-    """The shapes of image `index`, largest first: 1-3 at random scales, fully inside the image and apart from
+    """The shapes of image `index`, larger scales first: 1-3 at random scales, fully inside the image and apart from
     each other (a shape that finds no free place in PLACEMENT_TRIES draws is left out)."""
     rng = np.random.default_rng([SHAPES_SEED, index])
     count = int(rng.integers(SHAPES_PER_IMAGE[0], SHAPES_PER_IMAGE[1] + 1))
