@@ -437,6 +437,7 @@ class _Logger:
         self.path = run_dir / "stats.jsonl"
         self.window: list[float] = []
         self.tic, self.tic_images = time.perf_counter(), state.images_seen
+        self.board = self._board(run_dir, state.images_seen) if self.main else None  # its note precedes the bar
         self.bar = None
         if self.main and progress:
             from tqdm import tqdm
@@ -445,7 +446,6 @@ class _Logger:
             self.bar = tqdm(
                 total=total, initial=min(state.images_seen, total), unit="img", desc="train", dynamic_ncols=True
             )
-        self.board = self._board(run_dir, state.images_seen) if self.main else None
         if self.main:
             truncate_stats(self.path, state.images_seen)
             with open(self.path, "a") as f:

@@ -29,7 +29,8 @@ DEMO_IMAGES = 1536  # 48 steps of 32: seconds on one core, and enough for the lo
 
 
 def test_grid_every_is_whole_batches() -> None:
-    assert grid_every(32_768, 32) == 10_912  # 341 steps: grids at 1/3 and 2/3 (and at the end)
+    assert grid_every(32_768, 32) == 10_944  # 342 steps: grids after 10,944 and 21,888 images, then at the end
+    assert grid_every(1536, 32) == 512
     assert grid_every(96, 32) == 32 and grid_every(10, 32) == 32  # at least one batch
 
 

@@ -13,6 +13,7 @@ untrained model, at the sample points during training and at the end, with the t
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -95,8 +96,8 @@ def _resolve(model: str, dataset: str, res: int, images: int, name: str, sets: l
 
 
 def grid_every(total_images: int, batch_size: int) -> int:
-    """train.sample_every for GRID_POINTS grids during training: a whole number of batches, at least one."""
-    return max(1, total_images // GRID_POINTS // batch_size) * batch_size
+    """train.sample_every for GRID_POINTS grids during training, the last one at the end: whole batches."""
+    return max(1, math.ceil(total_images / GRID_POINTS / batch_size)) * batch_size
 
 
 def shapes_file(folder: Path, count: int, res: int) -> Path:
