@@ -262,7 +262,7 @@ def make_train_step(
     import copy
     import dataclasses
 
-    from bench.train import LossModule, compile_loss, make_optimizer, train_step
+    from bench.train_step import LossModule, compile_loss, make_optimizer, train_step
 
     t = dataclasses.replace(cfg.train, precision=precision)
     ema = copy.deepcopy(model).requires_grad_(False)

@@ -13,8 +13,8 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,15 +33,15 @@ from bench.checkpoint import (
     save_checkpoint,
     truncate_stats,
 )
-from bench.config import RunConfig, TrainConfig, dump, load_run_config, to_dict
+from bench.config import RunConfig, dump, load_run_config, to_dict
 from bench.dist import DistInfo, all_reduce_mean, barrier
-from bench.ema import ema_decay_at, update_ema
 from bench.errors import BenchError
 from bench.interface import GenerativeModel
-from bench.runtime import autocast, configure_numerics
+from bench.runtime import configure_numerics
+from bench.train_step import LossModule, compile_loss, guarded_step, make_optimizer
 
 if TYPE_CHECKING:
-    from bench.datasets.latents import LatentDataset
+    pass
 
 # Fields that may change between a run and its resumption (length, cadence); anything else must match.
 RESUMABLE_FIELDS = {
@@ -61,37 +61,6 @@ class TrainResult:
     state: TrainState
     interrupted: bool
     last_loss: float
-
-
-class LossModule(nn.Module):
-    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss."""
-
-    def __init__(self, model: GenerativeModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
-        return self.model.loss(x, y)
-
-
-def compile_loss(module: nn.Module, backend: str = "inductor") -> nn.Module:
-    """torch.compile for THE training step. fallback_random: inductor draws t and the noise with eager's RNG, so a
-    compiled run sees the same numbers as an eager one under the same seeds (its loss curve matches)."""
-    options = {"fallback_random": True} if backend == "inductor" else None
-    return torch.compile(module, backend=backend, options=options)  # type: ignore[return-value]
-
-
-COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "triton")
-
-
-def compile_failure(exc: BaseException) -> bool:
-    """Whether `exc` (or what caused it) comes from torch.compile's stack rather than from the model or the data."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if type(seen).__module__.startswith(COMPILER_MODULES):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def lr_at(cfg: RunConfig, images_seen: int) -> float:
@@ -176,45 +145,6 @@ class _StopFlag:
         self._previous = {}
 
 
-def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW of the config; the fused CUDA kernel on GPUs (one launch for all parameters), the default on CPUs."""
-    fused = {"fused": True} if device.type == "cuda" else {}
-    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, **fused)
-
-
-def train_step(
-    loss_module: nn.Module,
-    model: nn.Module,
-    ema: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    micro_batches: Iterable[tuple[Tensor, Tensor | None]],
-    accum: int,
-    t: TrainConfig,
-    step: int,
-    device: torch.device,
-    world: int = 1,
-) -> tuple[Tensor, Tensor, bool]:
-    """THE training step of every family, for training and for throughput measurements alike: forward and backward
-    over `accum` micro-batches (DDP syncs on the last), gradient clipping, a non-finite check (all ranks agree), the
-    optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite)."""
-    loss_sum = torch.zeros((), device=device)
-    for k, (x, y) in enumerate(micro_batches):
-        x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
-        sync = k == accum - 1 or world == 1
-        ctx = loss_module.no_sync() if not sync and hasattr(loss_module, "no_sync") else nullcontext()
-        with ctx, autocast(device, t.precision):
-            loss = loss_module(x, y).float().mean()
-        (loss / accum).backward()
-        loss_sum += loss.detach() / accum
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
-    finite = bool(all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1)
-    if finite:
-        optimizer.step()
-        update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, step))
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum, grad_norm, finite
-
-
 # Called at evaluation points (images seen) with the train state and the EMA model; its time is not training time.
 PointHook = Callable[[TrainState, nn.Module], None]
 
@@ -287,9 +217,9 @@ def train(
             mine = slice(rank * accum * micro, (rank + 1) * accum * micro)  # this rank's share of the global batch
 
             shards = list(zip(idx[mine].split(micro), flips[mine].split(micro), strict=True))
-            loss_module, (loss_sum, grad_norm, finite) = _guarded_step(
+            loss_module, (loss_sum, grad_norm, finite) = guarded_step(
                 loss_module, eager_module, model, ema, optimizer, data, shards, accum, t, state.step, device, world,
-                logger,
+                lambda reason: logger.event("compile_fallback", reason=reason),
             )  # fmt: skip
             if not finite:
                 state.nonfinite_skipped += 1
@@ -320,38 +250,6 @@ def train(
         write_grid(ema, cfg, run_dir, state.images_seen, device)
     logger.close()
     return TrainResult(run_dir, state, stop.stop, last_loss)
-
-
-def _guarded_step(
-    loss_module: nn.Module,
-    eager_module: nn.Module,
-    model: nn.Module,
-    ema: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: LatentDataset,
-    shards: list[tuple[Tensor, Tensor]],
-    accum: int,
-    t: TrainConfig,
-    step: int,
-    device: torch.device,
-    world: int,
-    logger: _Logger,
-) -> tuple[nn.Module, tuple[Tensor, Tensor, bool]]:
-    """train_step on these micro-batch shards; a torch.compile failure (at any stage shape) falls back to the eager
-    module once, with a note in stats.jsonl: returns the module for the following steps and the step's outcome."""
-
-    def run(module: nn.Module) -> tuple[Tensor, Tensor, bool]:
-        batches = (data.batch(i, f) for i, f in shards)
-        return train_step(module, model, ema, optimizer, batches, accum, t, step, device, world)
-
-    try:
-        return loss_module, run(loss_module)
-    except Exception as exc:
-        if loss_module is eager_module or not compile_failure(exc):
-            raise
-        optimizer.zero_grad(set_to_none=True)
-        logger.event("compile_fallback", reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-        return eager_module, run(eager_module)
 
 
 class _Budget:
@@ -494,10 +392,14 @@ class _Logger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            print("tensorboard: not installed, stats.jsonl only (pip install -e '.[tensorboard]')", file=sys.stderr)
+            print(
+                "tensorboard: not installed, stats.jsonl only (pip install -e '.[tensorboard]')",
+                file=sys.stderr,
+                flush=True,
+            )
             return None
         folder = run_dir / "tensorboard"
-        print(f"tensorboard: logging to {folder} (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
+        print(f"tensorboard: logging to {folder} (tensorboard --logdir {run_dir.parent})", file=sys.stderr, flush=True)
         # On resume, TensorBoard drops the events at and after purge_step: the ones past the checkpoint's row.
         return SummaryWriter(str(folder), purge_step=images_seen + 1 if images_seen else None)
 

@@ -14,7 +14,8 @@ import bench.train
 from bench.checkpoint import latest_checkpoint
 from bench.config import parse_set, resolve
 from bench.dist import DistInfo
-from bench.train import compile_failure, train
+from bench.train import train
+from bench.train_step import compile_failure
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 SMALL = ["data.res=16", "data.synthetic_size=16", "train.batch_size=8", "train.total_images=32", "train.grid_size=0"]

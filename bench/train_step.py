@@ -1,0 +1,124 @@
+"""THE training step of every family (bench.train's loop and the throughput measurements run the same code): the
+loss module DDP wraps, its torch.compile with an eager fallback, the optimizer, and one step over micro-batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import TrainConfig
+from bench.dist import all_reduce_mean
+from bench.ema import ema_decay_at, update_ema
+from bench.interface import GenerativeModel
+from bench.runtime import autocast
+
+if TYPE_CHECKING:
+    from bench.datasets.latents import LatentDataset
+
+
+class LossModule(nn.Module):
+    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss."""
+
+    def __init__(self, model: GenerativeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
+        return self.model.loss(x, y)
+
+
+def compile_loss(module: nn.Module, backend: str = "inductor") -> nn.Module:
+    """torch.compile for THE training step. fallback_random: inductor draws t and the noise with eager's RNG, so a
+    compiled run sees the same numbers as an eager one under the same seeds (its loss curve matches)."""
+    options = {"fallback_random": True} if backend == "inductor" else None
+    return torch.compile(module, backend=backend, options=options)  # type: ignore[return-value]
+
+
+COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "triton")
+
+
+def compile_failure(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) comes from torch.compile's stack rather than from the model or the data."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__module__.startswith(COMPILER_MODULES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW of the config; the fused CUDA kernel on GPUs (one launch for all parameters), the default on CPUs."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, **fused)
+
+
+def train_step(
+    loss_module: nn.Module,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Iterable[tuple[Tensor, Tensor | None]],
+    accum: int,
+    t: TrainConfig,
+    step: int,
+    device: torch.device,
+    world: int = 1,
+) -> tuple[Tensor, Tensor, bool]:
+    """THE training step of every family, for training and for throughput measurements alike: forward and backward
+    over `accum` micro-batches (DDP syncs on the last), gradient clipping, a non-finite check (all ranks agree), the
+    optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite)."""
+    loss_sum = torch.zeros((), device=device)
+    for k, (x, y) in enumerate(micro_batches):
+        x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
+        sync = k == accum - 1 or world == 1
+        ctx = loss_module.no_sync() if not sync and hasattr(loss_module, "no_sync") else nullcontext()
+        with ctx, autocast(device, t.precision):
+            loss = loss_module(x, y).float().mean()
+        (loss / accum).backward()
+        loss_sum += loss.detach() / accum
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
+    finite = bool(all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1)
+    if finite:
+        optimizer.step()
+        update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, step))
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm, finite
+
+
+def guarded_step(
+    loss_module: nn.Module,
+    eager_module: nn.Module,
+    model: nn.Module,
+    ema: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: LatentDataset,
+    shards: list[tuple[Tensor, Tensor]],
+    accum: int,
+    t: TrainConfig,
+    step: int,
+    device: torch.device,
+    world: int,
+    on_fallback: Callable[[str], None],
+) -> tuple[nn.Module, tuple[Tensor, Tensor, bool]]:
+    """train_step on these micro-batch shards; a torch.compile failure (at any stage shape) falls back to the eager
+    module once (`on_fallback` gets the reason, e.g. for a note in stats.jsonl); returns the module for the
+    following steps and the step's outcome."""
+
+    def run(module: nn.Module) -> tuple[Tensor, Tensor, bool]:
+        batches = (data.batch(i, f) for i, f in shards)
+        return train_step(module, model, ema, optimizer, batches, accum, t, step, device, world)
+
+    try:
+        return loss_module, run(loss_module)
+    except Exception as exc:
+        if loss_module is eager_module or not compile_failure(exc):
+            raise
+        optimizer.zero_grad(set_to_none=True)
+        on_fallback(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        return eager_module, run(eager_module)
