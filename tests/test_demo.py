@@ -57,7 +57,8 @@ def demo_env(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
-        patch.delenv("BENCH_DATA_ROOT", raising=False)
+        for key in ("BENCH_DATA_ROOT", "BENCH_DEVICE"):  # e.g. a --device of an earlier CLI test stays in os.environ
+            patch.delenv(key, raising=False)
         yield patch
 
 
