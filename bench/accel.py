@@ -1,4 +1,4 @@
-"""Fast inference paths around a model's network (issue "Performance").
+"""Fast inference paths around a model's network: CUDA graphs, torch.compile, or both.
 
 Every family calls its network as `model.net(...)` with fixed shapes per sampling segment/stage, so one wrapper
 serves all of them:

@@ -1,4 +1,5 @@
-"""The goals of issue "Performance" as result records, measured side by side in one process.
+"""The performance goals (sampler time ratio, latency, training throughput, FID time) as result records, measured
+side by side in one process.
 
 - sampler: the method vs the reference (bench.registry: LapFlow vs LFM) sampler time at equal NFE (fixed-step
   Euler), per resolution and fast path, with the fvcore FLOP ratio beside the time ratio (the floor a perfectly
@@ -25,7 +26,7 @@ from bench.config import resolve
 from bench.metrics.timing import TimingProtocol, synchronize, time_sampling
 from bench.perf import LAYOUT_BATCH, _build, _record, training_suite
 
-# Issue "Performance" thresholds: metric -> (value, "<=" or ">=").
+# Goal thresholds, stored in each goal record (`extra.goal`: value and "<=" or ">=").
 SAMPLER_RATIO_GOAL = 0.70
 LATENCY_GOAL_S = 0.40
 FID_CPU_GOAL_S = 15 * 60

@@ -123,7 +123,8 @@ def goals_command(
     out: OutOpt = None,
     tiny: TinyOpt = False,
 ) -> None:
-    """The issue "Performance" goals as records (goal, met), measured side by side in this process."""
+    """The performance goals (sampler time ratio, latency, training and FID throughput) as records with their
+    threshold and whether it is met (goal, met), measured side by side in this process."""
     from bench.accel import check_fast_path
     from bench.cli.eval import split_list
     from bench.perf_goals import fid_goal, latency_goal, sampler_goal, training_goal

@@ -12,7 +12,6 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm")
-CROPS = ("center", "adm")  # center: square center crop + Lanczos; adm: guided-diffusion center_crop_arr
 RESIZE_REDUCING_GAP = 3.0  # Pillow: integer pre-reduction this far above the target is indistinguishable from exact
 POOL_MIN_FILES = 256  # below this, worker start-up costs more than it saves
 MAX_WORKERS = 2  # the development machines have 2 cores shared by several processes

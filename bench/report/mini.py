@@ -1,4 +1,4 @@
-"""The mini benchmark's section of `bench report` (issue 14): its records, their statistics and its tables.
+"""The mini benchmark's section of `bench report`: its records, their statistics and its tables.
 
 Records: extra.benchmark == MINI_BENCHMARK (bench/reproduce/mini.py), one per metric and evaluation point, under
 results/mini/<dataset><res>/. Per dataset and resolution (a `Section`), each metric is shown under one protocol only:
@@ -30,7 +30,7 @@ METRIC_TITLES = {
     "memorisation": "Memorisation",
 }
 AXIS_TITLES = {"mask": "attention mask", "critical_time": "critical time T1", "num_scales": "number of scales"}
-KNEE_CHANGE = 0.10  # issue 14: past the knee when FID changes by < 10% over the last doubling of images
+KNEE_CHANGE = 0.10  # a run is past the knee when FID changes by < 10% over the last doubling of images
 HALF_RATIO = (1.5, 2.5)  # the "half" point may sit this far from exactly half of the final images
 NOT_RUN = "not run"
 
