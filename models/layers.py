@@ -233,10 +233,18 @@ class DiT(nn.Module):
         self.final_layer = FinalLayer(hidden, p, self.out_channels)
         init_dit_weights(self)
 
+    def positions(self, gh: int, gw: int, like: Tensor) -> Tensor:
+        """Fixed 2D sin-cos positions of a gh x gw patch grid, in the input's dtype: under autocast the residual
+        stream stays float32 (bf16 patch embedding + float32 positions), the same for every family."""
+        if (gh, gw) != self.grid:
+            raise ValueError(f"this DiT was built for a {self.grid} patch grid, got {(gh, gw)}")
+        return self.pos_embed.to(like.dtype)
+
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # [B, N, D]
+        gh, gw = x.shape[-2] // self.patch, x.shape[-1] // self.patch
+        h = self.x_embedder(x) + self.positions(gh, gw, x)  # [B, gh*gw, D]
         c = self.t_embedder(t * self.time_scale) + self.y_embedder(y, x.shape[0], x.device)  # [B, D]
         for block in self.blocks:
             h = block(h, c)
-        h = self.final_layer(h, c)  # [B, N, p*p*C_out]
-        return unpatchify(h, self.patch, self.out_channels, *self.grid)
+        h = self.final_layer(h, c)  # [B, gh*gw, p*p*C_out]
+        return unpatchify(h, self.patch, self.out_channels, gh, gw)

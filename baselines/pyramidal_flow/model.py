@@ -17,7 +17,7 @@ from baselines.pyramidal_flow.schedule import PyramidSchedule, data_pyramid, mak
 from bench.errors import BenchError
 from bench.interface import FlopCall, GenerativeModel, RandnLike, SampleOutput, SampleSpec
 from bench.solvers import Velocity, guided, integrate, split_steps
-from models.layers import DiT, sincos_pos_embed_2d, unpatchify
+from models.layers import DiT, sincos_pos_embed_2d
 from models.sizes import BackboneConfig
 
 TIME_GRIDS = ("upstream", "uniform")
@@ -29,9 +29,8 @@ def stage_call(stage: int) -> str:
 
 
 class StageDiT(DiT):
-    """The shared DiT over any stage's grid: fixed 2D sin-cos positions computed on the input's own patch grid.
-
-    Positions of the known stage grids are cached; other grids are computed on the fly.
+    """The shared DiT over any stage's grid: DiT's forward, with fixed 2D sin-cos positions computed on the input's
+    own patch grid. Positions of the known stage grids are cached; other grids are computed on the fly.
     """
 
     def __init__(
@@ -59,19 +58,10 @@ class StageDiT(DiT):
         return f"pos_embed_{gh}x{gw}"
 
     def positions(self, gh: int, gw: int, like: Tensor) -> Tensor:
+        """Positions on the input's own patch grid (DiT.forward adds them in the input's dtype, as for DiT/LFM)."""
         cached = getattr(self, self._pos_name(gh, gw), None)
         pos = cached if cached is not None else sincos_pos_embed_2d(self.hidden, gh, gw)[None]
         return pos.to(device=like.device, dtype=like.dtype)
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        gh, gw = x.shape[-2] // self.patch, x.shape[-1] // self.patch
-        h = self.x_embedder(x)  # [B, gh*gw, D]
-        h = h + self.positions(gh, gw, h)
-        c = self.t_embedder(t * self.time_scale) + self.y_embedder(y, x.shape[0], x.device)  # [B, D]
-        for block in self.blocks:
-            h = block(h, c)
-        h = self.final_layer(h, c)  # [B, gh*gw, p*p*C_out]
-        return unpatchify(h, self.patch, self.out_channels, gh, gw)
 
 
 class PyramidalFlow(GenerativeModel):
