@@ -61,6 +61,10 @@ def test_run_writes_flops_time_and_nfe_records(tmp_path: Path) -> None:
             ["run", "lfm", "--preset", "lfm-tiny", "--metrics", "time", "--fast", "graph", "--device", "cpu"],
             "needs a CUDA device",
         ),
+        (["run", "lfm", "--preset", "lfm-tiny", "--set", "sample.stepz=3"], "Did you mean 'sample.steps'"),
+        (["run", "lfm", "--preset", "lfm-tiny", "--set", "train.lr=1"], "takes sampling keys only"),
+        (["run", "lfm", "--preset", "lfm-tiny", "--set", "sample.steps=many"], "sample.steps"),
+        (["run", "lfm", "--preset", "lfm-tiny", "--solver", "rk9"], "rk9"),
     ],
 )
 def test_bad_input_is_one_sentence(args: list[str], message: str) -> None:
@@ -203,3 +207,12 @@ def test_killed_eval_leaves_no_partial_record(tmp_path: Path) -> None:
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 3 and all(n.startswith("gflops_") and n.endswith(".json") for n in names), names
     assert all(read_record(out / n).value is not None for n in names)
+
+
+def test_steps_flag_and_set_are_one_override_route(tmp_path: Path) -> None:
+    base = ["run", "lfm", "--preset", "lfm-tiny", "--res", "32", "--metrics", "nfe", "--device", "cpu"]
+    for extra, out in ((["--steps", "3"], "a"), (["--set", "sample.steps=3"], "b")):
+        result = runner.invoke(app, [*base, *extra, "--out", str(tmp_path / out)])
+        assert result.exit_code == 0, result.output
+    a, b = (next(r for r in load_records(tmp_path / d) if r.metric == "nfe") for d in ("a", "b"))
+    assert a.value == b.value == 3 and a.sampling == b.sampling and a.sampling["steps"] == 3

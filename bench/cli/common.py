@@ -55,3 +55,38 @@ def count_text(n: float, unit: str = "") -> str:
 def signal_exit_code(signum: int) -> int:
     """The shell's convention for a run stopped by a signal: 128 + signum (SIGINT 130, SIGTERM 143)."""
     return 128 + int(signum)
+
+
+def sample_overrides(sets: list[str], command: str) -> list[dict]:
+    """`--set` values of the sample section (the one override route of sampling commands); a key of another
+    section does not apply to sampling: refused with the closest sampling key."""
+    import dataclasses
+    import difflib
+
+    from bench.config import parse_set
+    from bench.interface import SampleSpec
+
+    fields = [f.name for f in dataclasses.fields(SampleSpec)]
+    out = []
+    for text in sets:
+        values = parse_set(text)
+        key = text.split("=", 1)[0].strip()
+        if set(values) != {"sample"}:
+            close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=1, cutoff=0.75)
+            hint = (
+                f"did you mean 'sample.{close[0]}'?" if close else f"sampling keys: sample.{', sample.'.join(fields)}"
+            )
+            raise BenchError(f"`{command} --set` takes sampling keys only; '{key}' does not apply ({hint}).")
+        out.append(values["sample"])
+    return out
+
+
+def apply_sample_overrides(spec: object, overrides: list[dict]) -> object:
+    """The SampleSpec with these sample-section overrides merged in, type-checked (unknown keys refused)."""
+    from bench.config import from_dict, merge, to_dict
+    from bench.interface import SampleSpec
+
+    values = to_dict(spec)
+    for override in overrides:
+        values = merge(values, override)
+    return from_dict(SampleSpec, values, prefix="sample.")

@@ -155,6 +155,9 @@ def run_command(
     batch_size: BatchOpt = 64,
     solver: Annotated[str | None, typer.Option(help="Override the sampling solver (euler, heun, dopri5).")] = None,
     steps: Annotated[int | None, typer.Option(help="Override the number of solver steps.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="Sampling override, e.g. sample.guidance=1.5.")
+    ] = None,
     time_batch: Annotated[str, typer.Option(help="Timing batch sizes (1 = latency, 64 = throughput).")] = "1,64",
     warmup: Annotated[int, typer.Option(help="Timing warm-up calls (protocol: >= 3).")] = 3,
     repeats: Annotated[int, typer.Option(help="Timed repeats (protocol: >= 10).")] = 10,
@@ -165,6 +168,7 @@ def run_command(
     out: OutOpt = None,
 ) -> None:
     """Measure MODEL (or --all) and write one record per measurement."""
+    from bench.cli.common import apply_sample_overrides, sample_overrides
     from bench.cli.eval_plan import build_targets, echo_plan, measure
     from bench.validate import check_precision
 
@@ -189,8 +193,12 @@ def run_command(
         )
         for target in targets:
             check_reference(fid.ref, fid.backends, target.cfg.data.res, target.cfg.data.dataset)
+    # --solver/--steps are sugar for --set sample.solver/sample.steps: one override route, type-checked per target
+    sugar = [f"sample.{k}={v}" for k, v in (("solver", solver), ("steps", steps)) if v is not None]
+    spec_over = sample_overrides([*sugar, *(set_ or [])], "bench eval run")
+    for target in targets:
+        apply_sample_overrides(target.cfg.sample, spec_over)
     echo_plan(targets, wanted, dev, folder, batches, fid)
-    spec_over = {k: v for k, v in (("solver", solver), ("steps", steps)) if v is not None}
     timing = (batches, warmup, repeats, fast)
     with terminate_cleanly():
         measure(targets, wanted, dev, folder, spec_over, precision, timing, fid)

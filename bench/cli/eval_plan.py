@@ -7,7 +7,6 @@ seconds from hours before a long command starts; the records themselves carry th
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -129,18 +128,19 @@ def measure(
     wanted: list[str],
     dev: Any,
     folder: Path,
-    spec_over: dict,
+    spec_over: list[dict],
     precision: str | None,
     timing: tuple[list[int], int, int, str],
     fid: FidRequest | None,
 ) -> None:
     """Each metric of each target in turn, with an `eval [i/n]` line before it; records are written as they end."""
+    from bench.cli.common import apply_sample_overrides
     from bench.metrics.measure import Context, cost_autoencoder, load_target, run_flops, run_nfe, run_time
     from bench.runtime import configure_numerics, environment
 
     steps_done, total = 0, len(targets) * len(wanted)
     for target in targets:
-        spec = dataclasses.replace(target.cfg.sample, **spec_over)
+        spec = apply_sample_overrides(target.cfg.sample, spec_over)
         prec = precision or target.cfg.train.precision
         numerics = configure_numerics(dev, prec)
         env = {**environment(dev), "numerics": numerics}

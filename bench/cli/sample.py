@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bench.cli.common import count_text, echo_header, parse_seeds
+from bench.cli.common import apply_sample_overrides, count_text, echo_header, parse_seeds, sample_overrides
 from bench.errors import BenchError
 
 if TYPE_CHECKING:  # the CLI imports no torch at start-up
@@ -41,16 +41,15 @@ def sample_command(
 
     from bench.accel import check_fast_path
     from bench.checkpoint import CONFIG_FILE, load_run
-    from bench.config import from_dict, load_run_config, merge, to_dict
+    from bench.config import load_run_config
     from bench.dist import init_distributed, shutdown
-    from bench.interface import SampleSpec
     from bench.paths import check_writable_dir, device_name
 
     seed_list = parse_seeds(seeds)
     class_list = parse_classes(classes) if classes else None
     if batch_size <= 0:
         raise BenchError(f"--batch-size must be positive, got {batch_size}.")
-    sample_sets = sample_overrides(set_ or [])
+    sample_sets = sample_overrides(set_ or [], "bench sample")
     info = init_distributed(device_name())
     try:
         check_fast_path(fast, info.device)
@@ -59,10 +58,7 @@ def sample_command(
         out_dir = check_writable_dir(
             out or run_dir / "samples" / f"seeds-{seed_list[0]}-{seed_list[-1]}", "output folder"
         )
-        spec_values = to_dict(load_run_config(run_dir / CONFIG_FILE).sample)
-        for override in sample_sets:
-            spec_values = merge(spec_values, override)
-        spec = from_dict(SampleSpec, spec_values, prefix="sample.")  # bad keys are refused before the model loads
+        spec = apply_sample_overrides(load_run_config(run_dir / CONFIG_FILE).sample, sample_sets)  # before loading
         model, cfg = load_run(run_dir, weights, info.device)
         cfg = dataclasses.replace(cfg, sample=spec)
         if class_grid:
@@ -116,28 +112,6 @@ def write_samples(
 
         atomic_write_image(image_grid(torch.cat(images)), out_dir / "grid.png")
     return written
-
-
-def sample_overrides(sets: list[str]) -> list[dict]:
-    """`--set` values of the sample section; a key of another section does not apply to sampling: refused."""
-    import difflib
-
-    from bench.config import parse_set
-    from bench.interface import SampleSpec
-
-    fields = [f.name for f in dataclasses.fields(SampleSpec)]
-    out = []
-    for text in sets:
-        values = parse_set(text)
-        key = text.split("=", 1)[0].strip()
-        if set(values) != {"sample"}:
-            close = difflib.get_close_matches(key.rsplit(".", 1)[-1], fields, n=1, cutoff=0.75)
-            hint = (
-                f"did you mean 'sample.{close[0]}'?" if close else f"sampling keys: sample.{', sample.'.join(fields)}"
-            )
-            raise BenchError(f"`bench sample --set` takes sampling keys only; '{key}' does not apply ({hint}).")
-        out.append(values["sample"])
-    return out
 
 
 def _header_rows(
