@@ -48,9 +48,9 @@ def generate(
 ) -> Iterator[SampleBatch]:
     """Yield batches of samples for `seeds` in order; labels default to balanced classes by seed.
 
-    `fast` runs the network on a bench.accel fast path (`graph` gives the eager samples exactly).
+    `fast` runs the network on a bench.perf.accel fast path (`graph` gives the eager samples exactly).
     """
-    from bench.accel import accelerated
+    from bench.perf.accel import accelerated
 
     device = model.device
     model.eval()

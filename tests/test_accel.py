@@ -1,4 +1,4 @@
-"""Fast paths (bench.accel): each one samples what the eager network samples, and always gives the network back.
+"""Fast paths (bench.perf.accel): each one samples what the eager network samples, and always gives the network back.
 
 CPU runs check torch.compile through dynamo's `aot_eager` backend (the same tracing and graph capture as inductor,
 without generated kernels, which need a compiler toolchain). The `gpu` tests cover CUDA graphs and inductor on
@@ -12,9 +12,9 @@ import dataclasses
 import pytest
 import torch
 
-from bench.accel import GraphedNetwork, accelerated, check_fast_path
 from bench.errors import BenchError
 from bench.interface import GenerativeModel, SampleSpec
+from bench.perf.accel import GraphedNetwork, accelerated, check_fast_path
 from bench.registry import MODELS
 from bench.runtime import autocast, per_sample_randn_like
 from tests.test_contract import LATENT, build, tiny_spec

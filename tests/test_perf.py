@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.perf import attention_suite, forward_suite, training_suite
+from bench.perf.suites import attention_suite, forward_suite, training_suite
 from bench.results import load_records
 
 TINY = {"size": "S", "depth": 1, "hidden": 64, "heads": 4}

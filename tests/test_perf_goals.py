@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.perf_goals import fid_throughput, goal, sampler_goal, training_goal
-from bench.profiling import profile_suite
+from bench.perf.goals import fid_throughput, goal, sampler_goal, training_goal
+from bench.perf.profiling import profile_suite
 from bench.results import load_records
 
 TINY = {"size": "S", "depth": 1, "hidden": 64, "heads": 4}

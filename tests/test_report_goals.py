@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.perf import training_suite
-from bench.perf_goals import sampler_goal
+from bench.perf.goals import sampler_goal
+from bench.perf.suites import training_suite
 from bench.report.build import generate
 from bench.report.goals import load_anchors
 

@@ -183,7 +183,7 @@ def run_command(
     targets = build_targets(model, all_, preset, res_list, run_dir)
     dev, folder = _device(device), output_folder(out)
     if {"time", "fid"} & set(wanted):
-        from bench.accel import check_fast_path
+        from bench.perf.accel import check_fast_path
 
         check_fast_path(fast, dev)
     fid = None

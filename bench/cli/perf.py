@@ -43,7 +43,7 @@ def attention_command(
     tiny: TinyOpt = False,
 ) -> None:
     """Time the method's block-causal attention: dense unmasked, boolean-mask SDPA and the prefix split."""
-    from bench.perf import attention_suite
+    from bench.perf.suites import attention_suite
 
     device, folder = _setup(out)
     attention_suite(device, folder, _ints(res), warmup, repeats, batch_scale, TINY_BACKBONE if tiny else None)
@@ -62,7 +62,7 @@ def forward_command(
 ) -> None:
     """Time one forward with every scale active (the method: prefix and masked) against the single-scale DiT."""
     from bench.cli.eval import split_list
-    from bench.perf import forward_suite
+    from bench.perf.suites import forward_suite
 
     device, folder = _setup(out)
     forward_suite(
@@ -91,7 +91,7 @@ def training_command(
 ) -> None:
     """Training images/s and model FLOPs utilisation of THE training step."""
     from bench.cli.eval import split_list
-    from bench.perf import training_suite
+    from bench.perf.suites import training_suite
 
     device, folder = _setup(out)
     training_suite(
@@ -125,10 +125,10 @@ def goals_command(
 ) -> None:
     """The performance goals (sampler time ratio, latency, training and FID throughput) as records with their
     threshold and whether it is met (goal, met), measured side by side in this process."""
-    from bench.accel import check_fast_path
     from bench.cli.eval import split_list
-    from bench.perf_goals import fid_goal, latency_goal, sampler_goal, training_goal
-    from bench.profiling import profile_suite
+    from bench.perf.accel import check_fast_path
+    from bench.perf.goals import fid_goal, latency_goal, sampler_goal, training_goal
+    from bench.perf.profiling import profile_suite
 
     device, folder = _setup(out)
     wanted = split_list(suites, ("sampler", "latency", "training", "fid", "profile"), "suite")

@@ -39,11 +39,11 @@ def sample_command(
 ) -> None:
     """Sample seeds from RUN_DIR's latest checkpoint; under torchrun each process takes every world-th seed."""
 
-    from bench.accel import check_fast_path
     from bench.checkpoint import CONFIG_FILE, load_run
     from bench.config import load_run_config
     from bench.dist import init_distributed, shutdown
     from bench.paths import check_writable_dir, device_name
+    from bench.perf.accel import check_fast_path
 
     seed_list = parse_seeds(seeds)
     class_list = parse_classes(classes) if classes else None

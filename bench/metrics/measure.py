@@ -188,7 +188,7 @@ class FidRequest:
     ref: str  # reference name (celebahq128) or .npz path
     batch_size: int
     save_features: Path | None = None  # PREFIX: features saved as PREFIX-<backend>.npy
-    fast: str = "eager"  # sampling fast path (bench.accel); recorded in the protocol unless eager
+    fast: str = "eager"  # sampling fast path (bench.perf.accel); recorded in the protocol unless eager
 
 
 def run_fid(ctx: Context, req: FidRequest) -> None:

@@ -31,10 +31,10 @@ class TimingProtocol:
     warmup: int = MIN_WARMUP
     repeats: int = MIN_REPEATS
     precision: str = "auto"  # auto | fp32 | bf16 (bench.runtime.autocast)
-    fast: str = "eager"  # bench.accel.FAST_PATHS
+    fast: str = "eager"  # bench.perf.accel.FAST_PATHS
 
     def __post_init__(self) -> None:
-        from bench.accel import check_fast_path
+        from bench.perf.accel import check_fast_path
 
         if self.mode not in MODES:
             raise BenchError(f"Unknown timing mode '{self.mode}'; choose sampler or e2e.")
@@ -180,7 +180,7 @@ def time_sampling(
     A fast path (CUDA graphs, torch.compile) is set up in the warm-up calls; its one-off cost and the largest
     difference of its latents from the eager sampler's (same noise) are reported in `TimingResult`.
     """
-    from bench.accel import accelerated
+    from bench.perf.accel import accelerated
     from bench.runtime import autocast, balanced_labels, per_sample_randn_like
     from bench.sample import quantize
 

@@ -2,7 +2,7 @@
 
 Anchors (results/anchors/performance.json) are numbers measured elsewhere (the official LFM code on one H100, the
 paper's latency); a goal row says which GPU gave the measured number, so a comparison across GPUs is visible as
-such. Goal records carry their own threshold (`extra.goal`, `extra.met`, bench.perf_goals); training throughput is
+such. Goal records carry their own threshold (`extra.goal`, `extra.met`, bench.perf.goals); training throughput is
 judged here, against the anchor (2x the official code) and against LFM's newest record under the same protocol.
 """
 

@@ -24,7 +24,7 @@ import torch
 from bench import registry
 from bench.config import resolve
 from bench.metrics.timing import TimingProtocol, synchronize, time_sampling
-from bench.perf import LAYOUT_BATCH, _build, _record, training_suite
+from bench.perf.suites import LAYOUT_BATCH, _build, _record, training_suite
 
 # Goal thresholds, stored in each goal record (`extra.goal`: value and "<=" or ">=").
 SAMPLER_RATIO_GOAL = 0.70

@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench import registry
 from bench.metrics.timing import measure, synchronize
-from bench.perf import LAYOUT_BATCH, _build, _record, forward_calls, make_train_step
+from bench.perf.suites import LAYOUT_BATCH, _build, _record, forward_calls, make_train_step
 
 ROW_LIMIT = 30
 
