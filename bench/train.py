@@ -8,10 +8,8 @@ whose state is checkpointed, so N steps straight equal N/2 + resume + N/2.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -31,17 +29,17 @@ from bench.checkpoint import (
     restore_rng,
     rng_snapshot,
     save_checkpoint,
-    truncate_stats,
 )
-from bench.config import RunConfig, dump, load_run_config, to_dict
+from bench.config import RunConfig, TrainConfig, dump, load_run_config, to_dict
 from bench.dist import DistInfo, all_reduce_mean, barrier
 from bench.errors import BenchError
 from bench.interface import GenerativeModel
 from bench.runtime import configure_numerics
+from bench.train_log import TrainLogger, crossed
 from bench.train_step import LossModule, compile_loss, guarded_step, make_optimizer
 
 if TYPE_CHECKING:
-    pass
+    from bench.datasets.latents import LatentDataset
 
 # Fields that may change between a run and its resumption (length, cadence); anything else must match.
 RESUMABLE_FIELDS = {
@@ -161,51 +159,17 @@ def train(
 ) -> TrainResult:
     """Train `cfg` in `run_dir` (resuming its last checkpoint); `on_point` runs after the step that reaches each of
     `points` (images seen), with the training clock paused, e.g. to sample and score the EMA mid-run."""
-    from bench.data import load_training_data
-    from bench.registry import MODELS
-
     t = cfg.train
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world
-    micro = t.micro_batch or t.batch_size // world
-    if t.batch_size % (world * micro):
-        raise BenchError(f"batch_size {t.batch_size} is not divisible by {world} process(es) x micro_batch {micro}.")
-    accum = t.batch_size // (world * micro)
+    micro, accum = _batch_layout(t, world)
     numerics = configure_numerics(device, t.precision)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if dist_info.is_main:
-        check_run_dir(run_dir, cfg)
-        (run_dir / CONFIG_FILE).write_text(dump(cfg))
-    barrier()
+    _claim_run_dir(run_dir, cfg, dist_info)
+    data = _load_data(cfg, data_root, cache_dir, dist_info, progress)
+    model, ema, optimizer, state = _build_and_resume(cfg, data, run_dir, dist_info)
+    eager_module = _loss_module(model, dist_info)
+    loss_module = compile_loss(eager_module) if t.compile else eager_module
 
-    if not dist_info.is_main:
-        barrier()  # rank 0 prepares (verifies, caches latents) first; the others then read its cache
-    data = load_training_data(cfg.data, data_root, cache_dir, device="cpu", progress=progress)
-    if dist_info.is_main:
-        barrier()
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = MODELS.load(cfg.family)(cfg.model, tuple(data.latents.shape[1:]), cfg.data.num_classes).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    optimizer = make_optimizer(model, t, device)
-    state, rngs = TrainState(), []
-    ckpt = checked_resume_point(run_dir, set_aside=dist_info.is_main)  # a corrupt newest one is named, skipped
-    if ckpt is not None:
-        state, rngs = load_checkpoint(ckpt, model, ema, optimizer)
-    torch.manual_seed(cfg.seed * 1000 + rank + 1)
-    if rank < len(rngs):
-        restore_rng(rngs[rank])
-
-    loss_module: nn.Module = LossModule(model)
-    if world > 1:
-        loss_module = nn.parallel.DistributedDataParallel(
-            loss_module,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=getattr(model, "may_skip_parameters", False),
-        )
-    eager_module = loss_module
-    if t.compile:
-        loss_module = compile_loss(loss_module)
-
-    logger = _Logger(run_dir, cfg, dist_info, state, progress, numerics)
+    logger = TrainLogger(run_dir, cfg, dist_info, state, progress, numerics)
     last_loss = float("nan")
     clock = _Budget(t.max_seconds, state, device)
     with _StopFlag() as stop:
@@ -236,13 +200,13 @@ def train(
             if on_point is not None and state.images_seen in points:
                 with clock.paused():
                     on_point(state, ema)
-            if _crossed(state.images_seen, t.batch_size, t.checkpoint_every):
+            if crossed(state.images_seen, t.batch_size, t.checkpoint_every):
                 _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
             if (
                 dist_info.is_main
                 and t.sample_every
                 and t.grid_size
-                and _crossed(state.images_seen, t.batch_size, t.sample_every)
+                and crossed(state.images_seen, t.batch_size, t.sample_every)
             ):
                 write_grid(ema, cfg, run_dir, state.images_seen, device)
     _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
@@ -250,6 +214,72 @@ def train(
         write_grid(ema, cfg, run_dir, state.images_seen, device)
     logger.close()
     return TrainResult(run_dir, state, stop.stop, last_loss)
+
+
+def _batch_layout(t: TrainConfig, world: int) -> tuple[int, int]:
+    """(micro-batch per process, accumulation steps) of the global batch."""
+    micro = t.micro_batch or t.batch_size // world
+    if t.batch_size % (world * micro):
+        raise BenchError(f"batch_size {t.batch_size} is not divisible by {world} process(es) x micro_batch {micro}.")
+    return micro, t.batch_size // (world * micro)
+
+
+def _claim_run_dir(run_dir: Path, cfg: RunConfig, dist_info: DistInfo) -> None:
+    """The run directory holds this config (a different one is refused); its config.yaml is written first."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        check_run_dir(run_dir, cfg)
+        (run_dir / CONFIG_FILE).write_text(dump(cfg))
+    barrier()
+
+
+def _load_data(
+    cfg: RunConfig, data_root: Path | None, cache_dir: Path, dist_info: DistInfo, progress: bool
+) -> LatentDataset:
+    """The training latents; rank 0 prepares them (verifies, caches) first, the other ranks then read its cache."""
+    from bench.data import load_training_data
+
+    if not dist_info.is_main:
+        barrier()
+    data = load_training_data(cfg.data, data_root, cache_dir, device="cpu", progress=progress)
+    if dist_info.is_main:
+        barrier()
+    return data
+
+
+def _build_and_resume(
+    cfg: RunConfig, data: LatentDataset, run_dir: Path, dist_info: DistInfo
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer, TrainState]:
+    """Model, EMA and optimizer (identical initial weights on every rank), restored from the newest intact
+    checkpoint with each rank's RNG state, so N steps straight equal N/2 + resume + N/2."""
+    from bench.registry import MODELS
+
+    torch.manual_seed(cfg.seed)
+    model = MODELS.load(cfg.family)(cfg.model, tuple(data.latents.shape[1:]), cfg.data.num_classes)
+    model = model.to(dist_info.device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = make_optimizer(model, cfg.train, dist_info.device)
+    state, rngs = TrainState(), []
+    ckpt = checked_resume_point(run_dir, set_aside=dist_info.is_main)  # a corrupt newest one is named, skipped
+    if ckpt is not None:
+        state, rngs = load_checkpoint(ckpt, model, ema, optimizer)
+    torch.manual_seed(cfg.seed * 1000 + dist_info.rank + 1)
+    if dist_info.rank < len(rngs):
+        restore_rng(rngs[dist_info.rank])
+    return model, ema, optimizer, state
+
+
+def _loss_module(model: nn.Module, dist_info: DistInfo) -> nn.Module:
+    """The family's loss as a module; under DDP wrapped so gradients are averaged over ranks."""
+    module: nn.Module = LossModule(model)
+    if dist_info.world > 1:
+        device = dist_info.device
+        module = nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=getattr(model, "may_skip_parameters", False),
+        )
+    return module
 
 
 class _Budget:
@@ -280,10 +310,6 @@ class _Budget:
             return False
         over = torch.tensor(float(self.state.train_seconds >= self.max_seconds), device=self.device)
         return bool(all_reduce_mean(over) > 0)
-
-
-def _crossed(images: int, batch: int, every: int) -> bool:
-    return every > 0 and images // every != (images - batch) // every
 
 
 def _checkpoint(
@@ -317,94 +343,3 @@ def write_grid(model: GenerativeModel, cfg: RunConfig, run_dir: Path, images_see
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_image(image_grid(torch.cat([b.images for b in batches])), path)
     return path
-
-
-class _Logger:
-    """stats.jsonl rows every `log_every` images (rank 0) and a labelled tqdm bar with its ETA.
-
-    On resume, rows written after the checkpoint (and a half-written last line) are dropped first, so the file
-    never repeats the steps that are trained again. When TensorBoard is installed (the `tensorboard` extra), the
-    same rows also go to `<run dir>/tensorboard/` (x axis: images seen; events past a resume point are purged);
-    stats.jsonl stays the record. One line on stderr says which.
-    """
-
-    def __init__(
-        self, run_dir: Path, cfg: RunConfig, dist_info: DistInfo, state: TrainState, progress: bool, numerics: dict
-    ) -> None:
-        self.cfg, self.main, self.state = cfg, dist_info.is_main, state
-        self.path = run_dir / "stats.jsonl"
-        self.window: list[float] = []
-        self.tic, self.tic_images = time.perf_counter(), state.images_seen
-        self.board = self._board(run_dir, state.images_seen) if self.main else None  # its note precedes the bar
-        self.bar = None
-        if self.main and progress:
-            from tqdm import tqdm
-
-            total = cfg.train.total_images
-            self.bar = tqdm(
-                total=total, initial=min(state.images_seen, total), unit="img", desc="train", dynamic_ncols=True
-            )
-        if self.main:
-            truncate_stats(self.path, state.images_seen)
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"event": "start", "images": state.images_seen, "numerics": numerics}) + "\n")
-
-    def event(self, name: str, **fields: object) -> None:
-        """A one-off event row in stats.jsonl (rank 0), also printed: e.g. a compile fallback."""
-        if not self.main:
-            return
-        print(f"note: {name}: {', '.join(f'{k} {v}' for k, v in fields.items())}", file=sys.stderr, flush=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"event": name, "images": self.state.images_seen, **fields}) + "\n")
-
-    def step(self, loss: float, grad_norm: float, lr: float, finite: bool) -> None:
-        if not self.main:
-            return
-        if finite:
-            self.window.append(loss)
-        b = self.cfg.train.batch_size
-        if self.bar is not None:
-            self.bar.update(b)
-            self.bar.set_postfix(loss=f"{loss:.4f}")
-        if _crossed(self.state.images_seen, b, self.cfg.train.log_every):
-            now = time.perf_counter()
-            row = {
-                "images": self.state.images_seen,
-                "step": self.state.step,
-                "loss": sum(self.window) / max(1, len(self.window)),
-                "lr": lr,
-                "grad_norm": grad_norm,
-                "images_per_s": (self.state.images_seen - self.tic_images) / max(now - self.tic, 1e-9),
-                "nonfinite_skipped": self.state.nonfinite_skipped,
-            }
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if self.board is not None:
-                for key in ("loss", "lr", "grad_norm", "images_per_s", "nonfinite_skipped"):
-                    self.board.add_scalar(f"train/{key}", row[key], self.state.images_seen)
-            self.window, self.tic, self.tic_images = [], now, self.state.images_seen
-
-    @staticmethod
-    def _board(run_dir: Path, images_seen: int) -> object | None:
-        """A TensorBoard SummaryWriter in <run dir>/tensorboard, or None when TensorBoard is not installed."""
-        import sys
-
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print(
-                "tensorboard: not installed, stats.jsonl only (pip install -e '.[tensorboard]')",
-                file=sys.stderr,
-                flush=True,
-            )
-            return None
-        folder = run_dir / "tensorboard"
-        print(f"tensorboard: logging to {folder} (tensorboard --logdir {run_dir.parent})", file=sys.stderr, flush=True)
-        # On resume, TensorBoard drops the events at and after purge_step: the ones past the checkpoint's row.
-        return SummaryWriter(str(folder), purge_step=images_seen + 1 if images_seen else None)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.board is not None:
-            self.board.close()
