@@ -235,11 +235,15 @@ def load_checkpoint(
         except Exception as exc:  # a damaged zip or pickle: many error types, all mean "unreadable"
             raise BenchError(f"Checkpoint '{path}' has an unreadable optimizer.pt ({exc}).") from None
         optimizer.load_state_dict(opt_state)
-    meta = json.loads((path / "state.json").read_text())
-    state = TrainState(
+    return read_state(path), json.loads((path / "state.json").read_text()).get("rng", [])
+
+
+def read_state(path: Path) -> TrainState:
+    """A checkpoint's progress (step, images seen, non-finite skips, training seconds) without its weights."""
+    meta = json.loads((Path(path) / "state.json").read_text())
+    return TrainState(
         meta["step"], meta["images_seen"], meta.get("nonfinite_skipped", 0), meta.get("train_seconds", 0.0)
     )
-    return state, meta.get("rng", [])
 
 
 def load_run(run_dir: Path, weights: str = "ema", device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
@@ -265,7 +269,7 @@ def load_run(run_dir: Path, weights: str = "ema", device: str | torch.device = "
     if weights == "ema":
         from bench.ema import young_ema_warning
 
-        warning = young_ema_warning(cfg, int(json.loads((ckpt / "state.json").read_text()).get("step", 0)))
+        warning = young_ema_warning(cfg, read_state(ckpt).step)
         if warning:
             print(warning, file=sys.stderr, flush=True)
     return model.to(device).eval(), cfg

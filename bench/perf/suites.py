@@ -261,6 +261,7 @@ def make_train_step(
     of latents at the config's learning rate; returns the detached loss."""
     import copy
     import dataclasses
+    import itertools
 
     from bench.train_step import LossModule, compile_loss, make_optimizer, train_step
 
@@ -270,7 +271,7 @@ def make_train_step(
     loss_fn: Any = LossModule(model)
     if compile_backend:
         loss_fn = compile_loss(loss_fn, compile_backend)
-    steps = iter(range(1 << 62))
+    steps = itertools.count()  # the step index drives the EMA warm-up, as in training
 
     def step(x: torch.Tensor) -> torch.Tensor:
         loss, _, _ = train_step(loss_fn, model, ema, opt, [(x, None)], 1, t, next(steps), device)

@@ -21,7 +21,7 @@ from bench.report.plots import Files, _figure, _legend, _save, _scale, _style, m
 from bench.report.select import method_label
 from bench.reproduce.mini import MINI_SUBDIR
 
-X_AXES = {"images": "Images seen", "gpu-seconds": "GPU seconds of training (compile included)"}
+X_AXES = {"images": "Images seen", "gpu-seconds": "GPU seconds of training (compilation included where compiled)"}
 MARKERS = "os^DvP"
 LINESTYLES = ("-", "--", "-.", ":")
 LABEL_PAD = 6  # px around the row labels of a grid

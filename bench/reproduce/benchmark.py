@@ -257,6 +257,7 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     tag = _tag(opts)
     summary = _summary(opts, carry, env, git, points, tag)
     warm_up(info.device)
+    scorer.setup(jobs[0][2])  # Inception and the carried autoencoder, shared by every run
     for name, seed, cfg in jobs:
         key = f"{name}-seed{seed}"
         left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
@@ -291,8 +292,6 @@ def run_one(
     from bench.paths import cache_dir
     from bench.train import train
 
-    if scorer._extractor is None:
-        scorer.setup(cfg)
     run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
         left = opts.deadline_s - (time.perf_counter() - started) - len(points) * SCORE_GUESS_S
@@ -318,7 +317,7 @@ def run_one(
         "steps": state.step,
         "gpu_seconds": state.train_seconds,
         "points_scored": scored,
-        "complete": scored == points,
+        "complete": state.images_seen >= points[-1],  # its points scored by this command or an earlier one
         "run_dir": str(run_dir),
     }
 
@@ -342,12 +341,10 @@ def trained_seconds(run_dir: Path) -> float:
     A run longer than one command resumes from its checkpoint when the same command is issued again on the same
     machine (work folder kept, e.g. /tmp of a GPU machine held by back-to-back commands); points it already scored
     are not scored again."""
-    from bench.checkpoint import checked_resume_point
+    from bench.checkpoint import checked_resume_point, read_state
 
     ckpt = checked_resume_point(run_dir) if run_dir.is_dir() else None
-    if ckpt is None:
-        return 0.0
-    return float(json.loads((ckpt / "state.json").read_text()).get("train_seconds", 0.0))
+    return read_state(ckpt).train_seconds if ckpt is not None else 0.0
 
 
 def _tag(opts: BenchmarkOptions) -> str:
