@@ -22,21 +22,36 @@ if TYPE_CHECKING:
 
 
 class LossModule(nn.Module):
-    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss."""
+    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss. A multi-stage family's
+    stage arrives as a Python int drawn outside (see draw_stage), so a compiled loss holds one graph per stage."""
 
     def __init__(self, model: GenerativeModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
-        return self.model.loss(x, y)
+    def forward(self, x: Tensor, y: Tensor | None, stage: int | None = None) -> Tensor:
+        if stage is None:
+            return self.model.loss(x, y)
+        return self.model.loss(x, y, stage=stage)  # type: ignore[call-arg]
+
+
+def draw_stage(model: nn.Module) -> int | None:
+    """The stage of the next loss call for a family that draws one per batch (LapFlow: `draw_stage()`), else None.
+
+    Drawn here, in eager Python before the (compiled) loss module, and with the same RNG call the loss would make:
+    inside torch.compile the draw's `.item()` broke the graph every step (dynamo on the CPU: a graph before the break
+    and one per stage after it); outside it, dynamo sees a constant int and keeps one whole graph per stage."""
+    draw = getattr(model, "draw_stage", None)
+    return int(draw()) if callable(draw) else None
 
 
 def compile_loss(module: nn.Module, backend: str = "inductor") -> nn.Module:
     """torch.compile for THE training step. fallback_random: inductor draws t and the noise with eager's RNG, so a
-    compiled run sees the same numbers as an eager one under the same seeds (its loss curve matches)."""
+    compiled run and an eager one see the same numbers under the same seeds (its loss curve matches). dynamic=False: the
+    shapes of one stage never change, so each stage compiles one static graph (no symbolic-shape kernels after a
+    second stage's shapes would otherwise mark dimensions dynamic)."""
     options = {"fallback_random": True} if backend == "inductor" else None
-    return torch.compile(module, backend=backend, options=options)  # type: ignore[return-value]
+    return torch.compile(module, backend=backend, options=options, dynamic=False)  # type: ignore[return-value]
 
 
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "triton")
@@ -69,17 +84,22 @@ def train_step(
     step: int,
     device: torch.device,
     world: int = 1,
+    stages: list[int] | None = None,
 ) -> tuple[Tensor, Tensor, bool]:
     """THE training step of every family, for training and for throughput measurements alike: forward and backward
     over `accum` micro-batches (DDP syncs on the last), gradient clipping, a non-finite check (all ranks agree), the
-    optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite)."""
+    optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite); `stages`, when
+    given, receives each micro-batch's drawn stage. The non-finite check is the step's one host sync."""
     loss_sum = torch.zeros((), device=device)
     for k, (x, y) in enumerate(micro_batches):
         x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
         sync = k == accum - 1 or world == 1
         ctx = loss_module.no_sync() if not sync and hasattr(loss_module, "no_sync") else nullcontext()
+        stage = draw_stage(model)
+        if stages is not None and stage is not None:
+            stages.append(stage)
         with ctx, autocast(device, t.precision):
-            loss = loss_module(x, y).float().mean()
+            loss = (loss_module(x, y) if stage is None else loss_module(x, y, stage=stage)).float().mean()
         (loss / accum).backward()
         loss_sum += loss.detach() / accum
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)

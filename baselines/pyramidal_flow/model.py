@@ -80,23 +80,24 @@ class PyramidalFlow(GenerativeModel):
         return h * w // self.cfg.backbone.patch**2
 
     def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """Per-sample MSE of v = end - start on each sample's stage (sample i trains stage i mod K)."""
+        """Per-sample MSE of v = end - start on each sample's stage (sample i trains stage i mod K).
+
+        Stage k's samples are the strided slice k::K: a view with a shape known from B alone, so no host sync and
+        no data-dependent shape (a `nonzero()` index synced every stage and broke a compiled graph at each one)."""
         k_stages = self.cfg.stages
         b = x.shape[0]
         clean = data_pyramid(x, k_stages)
         noise = noise_pyramid(torch.randn_like(x), k_stages)
         u = self.schedule.train_times(torch.rand(b, device=x.device))
-        stage_of = torch.arange(b, device=x.device) % k_stages
         losses = torch.zeros(b, device=x.device, dtype=torch.float32)
         for k in range(min(k_stages, b)):
-            idx = (stage_of == k).nonzero().squeeze(1)
-            coarser = clean[k - 1][idx] if k > 0 else None
-            start, end = self.schedule.endpoints(k, noise[k][idx], clean[k][idx], coarser)
-            uk = u[idx].view(-1, 1, 1, 1)
+            rows = slice(k, None, k_stages)
+            coarser = clean[k - 1][rows] if k > 0 else None
+            start, end = self.schedule.endpoints(k, noise[k][rows], clean[k][rows], coarser)
+            uk = u[rows].view(-1, 1, 1, 1)
             x_u = (1 - uk) * start + uk * end
-            v = self.net(x_u, self.schedule.global_time(k, u[idx]), y[idx] if y is not None else None)
-            per_sample = (v.float() - (end - start).float()).pow(2).mean(dim=(1, 2, 3))
-            losses = losses.index_copy(0, idx, per_sample)
+            v = self.net(x_u, self.schedule.global_time(k, u[rows]), y[rows] if y is not None else None)
+            losses[rows] = (v.float() - (end - start).float()).pow(2).mean(dim=(1, 2, 3))
         return losses
 
     def stage_steps(self, spec: SampleSpec) -> list[int]:

@@ -255,10 +255,15 @@ def training_suite(
 
 
 def make_train_step(
-    model: Any, cfg: RunConfig, device: torch.device, compile_backend: str | None, precision: str
+    model: Any,
+    cfg: RunConfig,
+    device: torch.device,
+    compile_backend: str | None,
+    precision: str,
+    stages: list[int] | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """THE training step (bench.train.train_step: clipping, non-finite check, fused AdamW on GPUs, EMA) on one batch
-    of latents at the config's learning rate; returns the detached loss."""
+    of latents at the config's learning rate; returns the detached loss. `stages` collects the drawn stages."""
     import copy
     import dataclasses
     import itertools
@@ -274,7 +279,7 @@ def make_train_step(
     steps = itertools.count()  # the step index drives the EMA warm-up, as in training
 
     def step(x: torch.Tensor) -> torch.Tensor:
-        loss, _, _ = train_step(loss_fn, model, ema, opt, [(x, None)], 1, t, next(steps), device)
+        loss, _, _ = train_step(loss_fn, model, ema, opt, [(x, None)], 1, t, next(steps), device, stages=stages)
         return loss
 
     return step
