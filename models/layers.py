@@ -119,6 +119,13 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def split_heads(qkv: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """qkv [B, N, 3D] -> q, k, v [B, heads, N, D/heads] (views; the head dimension stays contiguous for SDPA)."""
+    b, n, d3 = qkv.shape
+    q, k, v = qkv.reshape(b, n, 3, heads, d3 // (3 * heads)).permute(2, 0, 3, 1, 4).unbind(0)
+    return q, k, v
+
+
 class DiTBlock(nn.Module):
     """adaLN-Zero transformer block, split around attention so experts can share one global attention.
 
@@ -135,13 +142,15 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(hidden, int(hidden * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
 
+    def project_qkv(self, x: Tensor, c: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """x [B, N, D], c [B, D] -> the token-major projection qkv [B, N, 3D] and the modulation state."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        return self.qkv(modulate(self.norm1(x), shift_msa, scale_msa)), (gate_msa, shift_mlp, scale_mlp, gate_mlp)
+
     def pre_attention(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, ...]]:
         """x [B, N, D], c [B, D] -> q, k, v [B, heads, N, D/heads] and the modulation state."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        h = modulate(self.norm1(x), shift_msa, scale_msa)
-        b, n, d = h.shape
-        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v, (gate_msa, shift_mlp, scale_mlp, gate_mlp)
+        qkv, state = self.project_qkv(x, c)
+        return (*split_heads(qkv, self.heads), state)
 
     def post_attention(self, x: Tensor, attn: Tensor, state: tuple[Tensor, ...]) -> Tensor:
         """attn [B, heads, N, D/heads] -> residual update of x [B, N, D]."""

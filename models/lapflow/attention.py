@@ -10,6 +10,8 @@ Two exact implementations:
 - prefix: with coarsest-first order, the keys a causal query may see are a prefix of the sequence, so each
   scale's queries attend to their key prefix with plain, unmasked SDPA. Flash kernels stay usable and only the
   allowed blocks are computed (and counted by FLOP counters); 'self' runs one SDPA per scale, 'none' one in all.
+`packed_attention` is the same two implementations on q, k, v already laid out over all scales (the MoT forward
+concatenates the experts' token-major QKV projections once per layer, instead of concatenating strided k and v).
 """
 
 from __future__ import annotations
@@ -58,6 +60,27 @@ def prefix_attention(qs: list[Tensor], ks: list[Tensor], vs: list[Tensor], mode:
     return [
         F.scaled_dot_product_attention(q, k_all[:, :, :end], v_all[:, :, :end]) for q, end in zip(qs, ends, strict=True)
     ]
+
+
+def packed_attention(
+    q: Tensor, k: Tensor, v: Tensor, lengths: list[int], mode: str = "causal", impl: str = "prefix"
+) -> list[Tensor]:
+    """q, k, v [B, heads, N, D] over all scales (coarsest first, `lengths` tokens each) -> per-scale outputs
+    [B, heads, N_i, D]; the same maths as `attend` on the per-scale lists, without concatenating anything."""
+    if mode not in MASK_MODES:
+        raise ValueError(f"unknown attention mask '{mode}'; choose causal, none or self")
+    if impl == "masked":
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=block_mask(lengths, mode, q.device))
+        return list(out.split(lengths, dim=2))
+    if impl != "prefix":
+        raise ValueError(f"unknown attention implementation '{impl}'; choose prefix or masked")
+    if len(lengths) == 1 or mode == "none":
+        return list(F.scaled_dot_product_attention(q, k, v).split(lengths, dim=2))
+    ends = list(itertools.accumulate(lengths))
+    spans = list(zip([0, *ends[:-1]], ends, strict=True))
+    if mode == "self":
+        return [F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b]) for a, b in spans]
+    return [F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :b], v[:, :, :b]) for a, b in spans]
 
 
 def attend(qs: list[Tensor], ks: list[Tensor], vs: list[Tensor], mode: str = "causal", impl: str = "prefix") -> list:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import torch
 from torch import Tensor, nn
 
-from models.lapflow.attention import MASK_MODES, attend
+from models.lapflow.attention import MASK_MODES, packed_attention
 from models.layers import (
     DiTBlock,
     FinalLayer,
@@ -23,6 +24,7 @@ from models.layers import (
     init_dit_weights,
     patch_grid,
     sincos_pos_embed_2d,
+    split_heads,
     unpatchify,
 )
 from models.sizes import BackboneConfig
@@ -98,11 +100,16 @@ class MoTDiT(nn.Module):
         experts = [self.experts[self.num_scales - 1 - i] for i in range(len(xs))]  # coarsest first
         hs = [e.embed(x) for e, x in zip(experts, xs, strict=True)]
         c = self.t_embedder(t * self.time_scale) + self.y_embedder(y, xs[0].shape[0], xs[0].device)  # [B, D]
+        lengths = [e.tokens for e in experts]
         for layer in range(self.depth):
             blocks = [e.blocks[layer] for e in experts]
-            pre = [b.pre_attention(h, c) for b, h in zip(blocks, hs, strict=True)]
-            outs = attend([p[0] for p in pre], [p[1] for p in pre], [p[2] for p in pre], self.mask, self.attention)
-            hs = [b.post_attention(h, o, p[3]) for b, h, o, p in zip(blocks, hs, outs, pre, strict=True)]
+            pre = [b.project_qkv(h, c) for b, h in zip(blocks, hs, strict=True)]  # ([B, N_i, 3D], state)
+            # One contiguous token-axis concat of the projections: q, k and v of all scales are views of it (the
+            # per-scale path concatenated strided k and v separately: two copies per layer, profiled as aten::cat).
+            qkv = pre[0][0] if len(pre) == 1 else torch.cat([p[0] for p in pre], dim=1)  # [B, N, 3D]
+            q, k, v = split_heads(qkv, blocks[0].heads)
+            outs = packed_attention(q, k, v, lengths, self.mask, self.attention)
+            hs = [b.post_attention(h, o, p[1]) for b, h, o, p in zip(blocks, hs, outs, pre, strict=True)]
         if finest_only:
             return [experts[-1].output(hs[-1], c)]
         return [e.output(h, c) for e, h in zip(experts, hs, strict=True)]
