@@ -17,6 +17,7 @@ from typing import Any
 from bench.errors import BenchError
 
 ROLES = ("method", "reference", "baseline")  # the method under study; the single-scale reference it is divided by
+MINI_DATASET = "celebahq"  # the data set of Family.mini_runs; other data sets' mini runs are in Family.mini_sets
 
 
 def load_target(target: str) -> Any:
@@ -42,6 +43,9 @@ class Family:
     mini_default: tuple[str, ...] = ()  # runs besides the headline one that `bench reproduce mini` trains by default
     mini_ablations: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # axis -> (run, label)
     paper_better_than: str = ""  # the family the paper's CelebA-HQ 256 FID puts behind this one ("" none)
+    # Mini runs on other data sets (`bench reproduce mini --dataset`): data set -> run name -> preset; the first run
+    # of each is the family's headline run there. Run names match mini_runs' so tables line up across data sets.
+    mini_sets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # Cost hooks: "module:attr" of `scales(model: dict, latent_side: int) -> int` (None: one scale), the NFE of the
     # paper's CelebA-HQ 256 sampler (None: not reported), the module whose masked_attention/prefix_attention
     # `bench perf attention` times, and the model overrides that `bench perf forward` times (one record each).
@@ -58,6 +62,10 @@ class Family:
     @property
     def headline_run(self) -> str | None:
         return next(iter(self.mini_runs), None)
+
+    def mini_runs_of(self, dataset: str = MINI_DATASET) -> Mapping[str, str]:
+        """The family's mini runs (run -> preset) on `dataset`."""
+        return self.mini_runs if dataset == MINI_DATASET else self.mini_sets.get(dataset, {})
 
     def num_scales(self, model: Mapping[str, Any], latent_side: int) -> int:
         """Scales (or stages) of a config given as a record's model dict; 1 for a single-scale family."""
@@ -170,6 +178,7 @@ register(
             "num_scales": (("lapflow-scales-1", "1"), ("lapflow", "2"), ("lapflow-scales-3", "3")),
         },
         paper_better_than="lfm",
+        mini_sets={"imagenette": {"lapflow": "lapflow-imagenette128-mini"}},
         scales="models.lapflow.config:scales_of",
         paper_nfe=80,  # CelebA-HQ 256 (METHODS.md section 5)
         attention="models.lapflow.attention",
@@ -187,6 +196,7 @@ register(
         color="tab:blue",
         role="reference",
         mini_runs={"lfm": "lfm-celebahq128-mini"},
+        mini_sets={"imagenette": {"lfm": "lfm-imagenette128-mini"}},
         paper_better_than="pyramidal-flow",
         paper_nfe=89,  # CelebA-HQ 256 (METHODS.md section 5)
     )
@@ -201,6 +211,7 @@ register(
         order=2,
         color="tab:green",
         mini_runs={"pyramidal-flow": "pyramidal-flow-celebahq128-mini"},
+        mini_sets={"imagenette": {"pyramidal-flow": "pyramidal-flow-imagenette128-mini"}},
     )
 )
 register(
@@ -213,6 +224,8 @@ register(
         order=4,
         color="tab:purple",
         mini_runs={"dit": "dit-celebahq128-mini"},
+        # cfg3: guidance on the first 3 of 4 latent channels, as DiT's released sampler (an option, not the default)
+        mini_sets={"imagenette": {"dit": "dit-imagenette128-mini", "dit-cfg3": "dit-imagenette128-mini-cfg3"}},
         perf_forward=False,  # its network is LFM's DiT forward
     )
 )
@@ -228,6 +241,7 @@ DATASETS = Registry(
         "synthetic": "bench.data:SyntheticSource",
         "celebahq": "bench.data:FolderSource",
         "imagenet": "bench.data:ClassFolderSource",
+        "imagenette": "bench.data:ClassFolderSource",  # ImageNet's 10-class subset: the class-conditional mini data
     },
 )
 
@@ -261,14 +275,19 @@ def preset(name: str) -> tuple[str, dict]:
     return presets[name]
 
 
-def mini_models() -> dict[str, str]:
-    """Every family's mini-benchmark runs: run name -> preset, families in registration order."""
-    return {run: p for f in FAMILIES.values() for run, p in f.mini_runs.items()}
+def mini_models(dataset: str = MINI_DATASET) -> dict[str, str]:
+    """Every family's mini-benchmark runs on `dataset`: run name -> preset, families in registration order."""
+    return {run: p for f in FAMILIES.values() for run, p in f.mini_runs_of(dataset).items()}
 
 
-def mini_headline_runs() -> tuple[str, ...]:
-    """The main comparison of the mini benchmark: each family's headline run."""
-    return tuple(f.headline_run for f in FAMILIES.values() if f.headline_run)
+def mini_headline_runs(dataset: str = MINI_DATASET) -> tuple[str, ...]:
+    """The main comparison of the mini benchmark on `dataset`: each family's headline run there."""
+    return tuple(run for f in FAMILIES.values() for run in list(f.mini_runs_of(dataset))[:1])
+
+
+def mini_datasets() -> tuple[str, ...]:
+    """The data sets with mini runs: the CelebA-HQ one first, then the others by name."""
+    return (MINI_DATASET, *sorted({d for f in FAMILIES.values() for d in f.mini_sets} - {MINI_DATASET}))
 
 
 def mini_ablations() -> dict[str, tuple[tuple[str, str], ...]]:

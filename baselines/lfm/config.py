@@ -12,6 +12,7 @@ from models.presets_common import (
     imagenet_recipe,
     imagenette_tiny,
     mini_flow_preset,
+    mini_imagenette,
 )
 from models.sizes import BackboneConfig
 
@@ -40,3 +41,4 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESETS["lfm-imagenette-tiny"] = imagenette_tiny(PRESETS["lfm-tiny"])
+PRESETS["lfm-imagenette128-mini"] = mini_imagenette(PRESETS["lfm-celebahq128-mini"])  # class-conditional mini

@@ -12,6 +12,7 @@ from models.presets_common import (
     TINY_BACKBONE,
     TINY_TRAIN,
     imagenette_tiny,
+    mini_imagenette,
 )
 from models.sizes import BackboneConfig
 
@@ -82,3 +83,4 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESETS["pyramidal-flow-imagenette-tiny"] = imagenette_tiny(PRESETS["pyramidal-flow-tiny"])
+PRESETS["pyramidal-flow-imagenette128-mini"] = mini_imagenette(PRESETS["pyramidal-flow-celebahq128-mini"])

@@ -16,7 +16,7 @@ import typer
 
 from bench.errors import BenchError
 from bench.registry import mini_headline_runs
-from bench.reproduce.mini import DEFAULT_MODELS
+from bench.reproduce.mini import DEFAULT_MODELS, GUIDANCE_SWEEP
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +57,9 @@ def mini_prepare_command(
         bool, typer.Option("--features/--no-features", help="Also the real images' features (for `mini`).")
     ] = False,
     features_dir: Annotated[Path, typer.Option(help="Folder of the real-image features file.")] = DEFAULT_FEATURES,
+    val_split: Annotated[
+        str, typer.Option(help="With --features: also the labelled features of this held-out split (probe), e.g. val.")
+    ] = "",
     device: DeviceOpt = None,
 ) -> None:
     """Prepare the carry folder (latents with mirrored copies, autoencoder weights) and the reference statistics."""
@@ -68,14 +71,19 @@ def mini_prepare_command(
     cfg = DataConfig(dataset=DATASETS.check(dataset), res=res, autoencoder=AUTOENCODERS.check(autoencoder), path=path)
     if cfg.autoencoder == "pixel":
         raise BenchError("The mini benchmark carries latents; choose a latent autoencoder such as taesd.")
+    if val_split and not features:
+        raise BenchError("--val-split computes features: pass it together with --features.")
     with terminate_cleanly():
         manifest = prepare_mini(out, cfg, _backends(backend), _device(device), batch_size, ref_stats)
     if features:
-        from bench.reproduce.prepare import prepare_features
+        from bench.reproduce.prepare import prepare_features, prepare_split_features
 
         with terminate_cleanly():
-            path = prepare_features(cfg, features_dir, _device(device), batch_size)
-        typer.echo(f"Real-image features: {path} ({path.stat().st_size / 2**20:.1f} MiB).")
+            paths = [prepare_features(cfg, features_dir, _device(device), batch_size)]
+            if val_split:
+                paths.append(prepare_split_features(cfg, val_split, features_dir, _device(device), batch_size))
+        for path in paths:
+            typer.echo(f"Real-image features: {path} ({path.stat().st_size / 2**20:.1f} MiB).")
     typer.echo(
         f"Carry folder {out}: {manifest['count']} images of {dataset} at {res} px as {autoencoder} latents "
         f"({manifest['bytes'] / 2**20:.1f} MiB); reference statistics: {', '.join(manifest['ref_stats']) or 'none'}."
@@ -179,12 +187,20 @@ def mini_command(
     out: Annotated[Path | None, typer.Option("--out", help="Results folder (records go to OUT/mini/).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", "-s", help="Override for every run.")] = None,
     progress: Annotated[bool, typer.Option(help="Show training progress bars.")] = False,
+    dataset: Annotated[str, typer.Option(help="Mini runs of this data set (default: the carry's).")] = "",
+    guidance: Annotated[str, typer.Option(help="Class-conditional: guidance weights at the last point.")] = ",".join(
+        f"{w:g}" for w in GUIDANCE_SWEEP
+    ),
+    val_features: Annotated[
+        Path | None, typer.Option(help="Class-conditional: the probe's held-out features (default: beside).")
+    ] = None,
 ) -> None:
     """The mini benchmark in one command: train each run, sample and score it at every point, write records."""
     from bench.cli.eval import results_dir, split_list
     from bench.config import parse_set
     from bench.paths import runs_dir
     from bench.reproduce.benchmark import BenchmarkOptions, run_benchmark
+    from bench.reproduce.classes import parse_sweep
 
     opts = BenchmarkOptions(
         carry=carry,
@@ -202,6 +218,9 @@ def mini_command(
         overrides=[parse_set(s) for s in set_ or []],
         bundle=bundle,
         progress=progress,
+        dataset=dataset,
+        guidance=parse_sweep(guidance),
+        val_features=val_features,
     )
     summary = run_benchmark(opts)
     done = [k for k, v in summary["runs"].items() if v["complete"]]

@@ -6,6 +6,7 @@
   searched recursively inside each class folder, so layouts such as `train/<wnid>/images/*.JPEG` (Tiny ImageNet)
   work as they are. Class ids follow `classes.tsv` (in the split folder or the data set folder; a `wnid` column,
   optional `index` column) when present, else the sorted folder names. ADM center crop.
+- imagenette: the same layout and processing (ImageNet's 10-class subset; the class-conditional mini benchmark).
 """
 
 from __future__ import annotations

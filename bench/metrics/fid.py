@@ -336,10 +336,7 @@ def reference_stats(
     paths = {b: ref_stats_path(dataset, res, b, cache) for b in backends}
     todo = [b for b, p in paths.items() if save_features is not None or not _ref_is_current(p, source_hash)]
     if todo:
-        batches = (
-            torch.from_numpy(np.array(images[i : i + batch_size]).transpose(0, 2, 3, 1))  # a writable copy
-            for i in range(0, len(images), batch_size)
-        )
+        batches = image_batches(images, batch_size)
         stats, features = compute_stats(batches, todo, device, cache, save_features is not None, progress)
         if save_features is not None:
             save_feature_files(features, save_features)
@@ -356,6 +353,12 @@ def reference_stats(
             }
             save_stats(paths[b], stats[b], meta_out)
     return paths
+
+
+def image_batches(images: np.ndarray, batch_size: int) -> Iterator[Tensor]:
+    """Prepared uint8 images [N, 3, R, R] (a memmap) as uint8 [B, R, R, 3] batches, each a writable copy."""
+    for i in range(0, len(images), batch_size):
+        yield torch.from_numpy(np.array(images[i : i + batch_size]).transpose(0, 2, 3, 1))
 
 
 def _ref_is_current(path: Path, source_hash: str) -> bool:

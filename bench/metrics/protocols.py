@@ -99,6 +99,7 @@ FEATURE_METRIC_TOKENS = {  # metric -> how its protocol name starts, with the pa
     "precision": lambda p: f"precision-k{p['k']}",
     "recall": lambda p: f"recall-k{p['k']}",
     "memorisation": lambda p: f"memorisation-q{round(100 * p['quantile']):02d}",
+    "class_accuracy": lambda p: "class-accuracy-probe",  # a linear probe on the same features (reproduce/probe.py)
 }
 
 

@@ -14,7 +14,6 @@ point, and `bench reproduce mini-ingest` unpacks it into results/.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,15 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from bench.checkpoint import TrainState
 from bench.config import RunConfig
 from bench.errors import BenchError
-from bench.reproduce.mini import MINI_BENCHMARK, MINI_SUBDIR, Carry, model_presets, read_carry, write_json_atomic
-from bench.reproduce.reference import Reference, load_reference
+from bench.reproduce.classes import ClassScoring
+from bench.reproduce.mini import GUIDANCE_SWEEP, MINI_SUBDIR, Carry, model_presets, read_carry, write_json_atomic
+from bench.reproduce.reference import load_reference
+from bench.reproduce.scorer import Scorer
 
 SCORE_GUESS_S = 30.0  # wall seconds to sample and score 5,000 samples of a B/2 model at one point on an H200
+CFG_COST = 2.0  # guided sampling runs the network on the conditional and the null batch
 MIN_TRAIN_S = 30.0  # a run with less training time left before the deadline is skipped
 
 
@@ -52,6 +54,9 @@ class BenchmarkOptions:
     bundle: Path | None = None
     grid_columns: int = 8
     progress: bool = False
+    dataset: str = ""  # the mini runs of this data set (bench.registry.mini_datasets); "" = the carry's
+    guidance: tuple[float, ...] = GUIDANCE_SWEEP  # class-conditional carries: the sweep at the last point
+    val_features: Path | None = None  # the probe's held-out features (default: beside --real-features)
 
 
 def evaluation_points(images: int, points: int, batch: int) -> list[int]:
@@ -75,149 +80,23 @@ def run_config(carry: Carry, preset: str, name: str, seed: int, opts: BenchmarkO
     return resolve(preset=preset, overrides=[base, *opts.overrides])
 
 
-@dataclass
-class Scorer:
-    """Samples the EMA at a point, scores it and writes the records; keeps the grid rows and the written files."""
+def mini_dataset(carry: Carry, asked: str) -> str:
+    """The data set whose mini runs train on this carry: --dataset (it must be the carry's), else the carry's own
+    when it has mini runs, else the CelebA-HQ runs (a carry of another data set trains those presets on its data)."""
+    from bench.registry import MINI_DATASET, mini_datasets
 
-    reference: Reference
-    device: torch.device
-    folder: Path
-    num_samples: int
-    sample_batch: int
-    bootstrap: int
-    env: dict
-    git: dict
-    grid_columns: int
-    written: list[Path] = field(default_factory=list)
-    grid_rows: list[tuple[dict, Tensor]] = field(default_factory=list)
-    _extractor: object = None
-    _autoencoder: nn.Module | None = None
+    own = str(carry.manifest["dataset"])
+    if asked and asked != own:
+        raise BenchError(f"--dataset {asked} does not match the carry '{carry.folder}', which holds {own} latents.")
+    return asked or (own if own in mini_datasets() else MINI_DATASET)
 
-    def setup(self, cfg: RunConfig) -> None:
-        from bench.autoencoders import load_autoencoder
-        from bench.metrics.fid import make_extractor
 
-        self._extractor = make_extractor("tf", self.device)
-        self._autoencoder = load_autoencoder(cfg.data.autoencoder, self.device, cfg.data.autoencoder_path)
-
-    def features(self, model: nn.Module, cfg: RunConfig) -> tuple[Tensor, Tensor, int, float, float]:
-        """(features [N, 2048] on the device, first images, NFE, sample seconds, feature seconds)."""
-        from bench.sample import generate
-
-        feats, first, nfe, sample_s, feat_s = [], None, 0, 0.0, 0.0
-        tic = time.perf_counter()
-        for batch in generate(
-            model, range(self.num_samples), cfg.sample, self.sample_batch, cfg.train.precision, self._autoencoder
-        ):
-            mid = time.perf_counter()
-            sample_s += mid - tic
-            first = batch.images[: self.grid_columns] if first is None else first
-            feats.append(torch.from_numpy(self._extractor(batch.images)).float().to(self.device))
-            nfe = max(nfe, batch.nfe)
-            tic = time.perf_counter()
-            feat_s += tic - mid
-        return torch.cat(feats), first, nfe, sample_s, feat_s
-
-    def score(
-        self, run: str, run_dir: Path, cfg: RunConfig, state: TrainState, ema: nn.Module, point: int, points: list[int]
-    ) -> None:
-        from bench.ema import young_ema_warning
-        from bench.metrics import distribution as dm
-        from bench.metrics.fid import FeatureStats, RefStats, fid_from_stats
-        from bench.metrics.protocols import FIDProtocol
-        from bench.reproduce.run import final_loss
-
-        warning = young_ema_warning(cfg, state.step)
-        if warning:
-            print(warning, file=sys.stderr, flush=True)
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            fake, first, nfe, sample_s, feat_s = self.features(ema, cfg)
-        tic = time.perf_counter()
-        ref = self.reference
-        fid = FIDProtocol("tf", self.num_samples, ref.dataset, ref.res)
-        values: dict[str, tuple[float, dict, dict]] = {}  # metric -> (value, protocol extras, record extras)
-        ref_stats = RefStats(ref.mu.cpu().numpy(), ref.sigma.cpu().numpy(), ref.n, ref.meta)
-        fid_value = fid_from_stats(FeatureStats.of(fake.double().cpu().numpy()), ref_stats)
-        fid_extra: dict = {}
-        final = point == len(points) - 1
-        if final and self.bootstrap:
-            boot = dm.bootstrap_fid(fake, ref.mu, ref.sigma, self.bootstrap)
-            fid_extra["fid_bootstrap"] = {
-                "reps": boot.reps,
-                "std": boot.std,
-                "mean": boot.mean,
-                "p05": boot.p05,
-                "p95": boot.p95,
-            }
-        values["fid"] = (fid_value, {}, fid_extra)
-        subset = min(dm.KID_SUBSET_SIZE, len(fake), ref.n)  # torch-fidelity's 1000 from 1000 samples up
-        kid_mean, kid_std = dm.kid(fake, ref.features, subset_size=subset)
-        values["kid"] = (
-            kid_mean,
-            {"subsets": dm.KID_SUBSETS, "subset_size": subset, "seed": dm.KID_SEED},
-            {"kid_std": kid_std, "kid_subsets": dm.KID_SUBSETS, "kid_subset_size": subset},
-        )
-        precision, recall = dm.precision_recall(fake, ref.features)
-        values["precision"] = (precision, {"k": dm.PRC_NEIGHBORHOOD}, {})
-        values["recall"] = (recall, {"k": dm.PRC_NEIGHBORHOOD}, {})
-        mem = dm.memorisation(fake, ref.features)
-        values["memorisation"] = (
-            mem.fraction,
-            {"quantile": mem.quantile},
-            {"memorisation_threshold": mem.threshold, "median_distance_ratio": mem.median_ratio},
-        )
-        score_s = time.perf_counter() - tic + feat_s
-        common = {
-            "benchmark": MINI_BENCHMARK,
-            "run": run,
-            "train_seed": cfg.seed,
-            "point": point,
-            "points": len(points),
-            "final": final,
-            "images_seen": state.images_seen,
-            "budget_images": points[-1],
-            "gpu_seconds": state.train_seconds,
-            "steps": state.step,
-            "loss": final_loss(run_dir, float("nan")),
-            "sample_seconds": sample_s,
-            "score_seconds": score_s,
-            **compile_state(cfg, run_dir),
-        }
-        for metric, (value, proto_extra, extra) in values.items():
-            self._write(cfg, metric, value, fid, proto_extra, nfe, {**common, **extra})
-        self.grid_rows.append(
-            ({"run": run, "train_seed": cfg.seed, "point": point, "images_seen": state.images_seen}, first)
-        )
-        shown = ", ".join(f"{m} {v[0]:.4g}" for m, v in values.items())
-        print(
-            f"[{run} seed {cfg.seed}] {state.images_seen} images ({state.train_seconds:.0f} s): {shown} "
-            f"(sampling {sample_s:.1f} s, scoring {score_s:.1f} s)",
-            flush=True,
-        )
-
-    def _write(
-        self, cfg: RunConfig, metric: str, value: float, fid: object, proto_extra: dict, nfe: int, extra: dict
-    ) -> None:
-        from bench.config import to_dict
-        from bench.metrics.protocols import feature_metric_protocol
-        from bench.results import run_record, write_record
-
-        protocol = fid.as_dict() if metric == "fid" else feature_metric_protocol(metric, fid, **proto_extra)
-        protocol["reference_features"] = self.reference.describe()
-        record = run_record(
-            cfg,
-            metric,
-            value,
-            "",
-            protocol,
-            sampling={**to_dict(cfg.sample), "nfe": nfe},
-            seeds={"start": 0, "count": self.num_samples},
-            git=self.git,
-            environment=self.env,
-            extra=extra,
-            note=f"Mini benchmark: trained and scored in one process on {self.env.get('gpu') or 'the CPU'}.",
-        )
-        self.written.append(write_record(record, self.folder))
+def score_guess(points: list[int], classes: ClassScoring | None, guidance: float) -> float:
+    """Seconds of sampling and scoring a run will take: one sample set per point, plus the sweep's other weights."""
+    if classes is None:
+        return len(points) * SCORE_GUESS_S
+    sets = len(points) - 1 + len({guidance, *classes.sweep})
+    return sets * SCORE_GUESS_S * CFG_COST
 
 
 def run_benchmark(opts: BenchmarkOptions) -> dict:
@@ -233,9 +112,13 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     if opts.num_samples < 2 or not opts.seeds:
         raise BenchError("mini needs --num-samples >= 2 and at least one training seed.")
     carry = read_carry(opts.carry)
+    if carry.class_names:
+        from bench.reproduce.classes import check_balanced
+
+        check_balanced(opts.num_samples, len(carry.class_names))
     jobs = [
         (name, seed, run_config(carry, preset, name, seed, opts))
-        for name, preset in model_presets(opts.models).items()
+        for name, preset in model_presets(opts.models, mini_dataset(carry, opts.dataset)).items()
         for seed in opts.seeds
     ]
     batches = {cfg.train.batch_size for _, _, cfg in jobs}
@@ -248,20 +131,28 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     if info.world > 1:
         raise BenchError("`bench reproduce mini` is one process on one GPU; run it without torchrun.")
     reference = load_reference(opts.real_features, carry, info.device)
+    classes = None
+    if carry.class_names:  # class-conditional: the probe is fitted once, before any training
+        from bench.reproduce.classes import class_scoring
+
+        classes = class_scoring(carry, reference, opts.val_features, opts.real_features, opts.guidance)
     folder = Path(opts.results) / MINI_SUBDIR / f"{carry.manifest['dataset']}{carry.manifest['res']}"
     env = environment(info.device)
     git = {**git_state(), "code_sha256": code_fingerprint()}
     scorer = Scorer(
         reference, info.device, folder, opts.num_samples, opts.sample_batch, opts.bootstrap, env, git, opts.grid_columns
     )
+    scorer.classes = classes
     tag = _tag(opts)
     summary = _summary(opts, carry, env, git, points, tag)
+    if classes is not None:
+        summary["classes"] = {"names": classes.class_names, "guidance": list(classes.sweep), **classes.protocol()}
     warm_up(info.device)
     scorer.setup(jobs[0][2])  # Inception and the carried autoencoder, shared by every run
     for name, seed, cfg in jobs:
         key = f"{name}-seed{seed}"
         left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
-        if left < len(points) * SCORE_GUESS_S + MIN_TRAIN_S:
+        if left < score_guess(points, classes, cfg.sample.guidance) + MIN_TRAIN_S:
             summary["skipped"][key] = f"{opts.deadline_s - left:.0f} s spent of the {opts.deadline_s:g} s deadline"
             print(f"[{key}] skipped: {summary['skipped'][key]}", flush=True)
             continue
@@ -294,7 +185,8 @@ def run_one(
 
     run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
-        left = opts.deadline_s - (time.perf_counter() - started) - len(points) * SCORE_GUESS_S
+        guess = score_guess(points, scorer.classes, cfg.sample.guidance)
+        left = opts.deadline_s - (time.perf_counter() - started) - guess
         spent = trained_seconds(run_dir)  # train.max_seconds counts over resumes: a resumed run adds to it
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=spent + max(1.0, left)))
     scored: list[int] = []
@@ -320,19 +212,6 @@ def run_one(
         "complete": state.images_seen >= points[-1],  # its points scored by this command or an earlier one
         "run_dir": str(run_dir),
     }
-
-
-def compile_state(cfg: RunConfig, run_dir: Path) -> dict:
-    """Whether the run trains compiled: the config's train.compile, unless the loop fell back to eager (its note)."""
-    path = run_dir / "stats.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-    fallback = next((r for r in rows if r.get("event") == "compile_fallback"), None)
-    if cfg.train.compile and fallback is not None:
-        return {
-            "compile": False,
-            "compile_note": f"compile failed at {fallback['images']} images: {fallback['reason']}",
-        }
-    return {"compile": cfg.train.compile}
 
 
 def trained_seconds(run_dir: Path) -> float:

@@ -26,6 +26,8 @@ DEFAULT_MODELS = ",".join(mini_default_runs())
 MINI_SUBDIR = "mini"
 MINI_BENCHMARK = "mini-v2"  # extra.benchmark of these records; the retired FID-500 records said "mini"
 MINI_METRICS = ("fid", "kid", "precision", "recall", "memorisation")
+CLASS_METRICS = ("class_accuracy",)  # class-conditional carries add these (bench/reproduce/classes.py)
+GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0)  # class-conditional carries: guidance weights scored at the last point
 
 # The lent GPU machines (device README): one command <= 10 min, 64 MiB carried with the working tree, and at most
 # 8 files of at most 16 MiB each come back.
@@ -59,10 +61,15 @@ class Carry:
     def weights(self) -> Path:
         return self.folder / self.manifest["weights"]
 
+    @property
+    def class_names(self) -> list[str]:
+        """The carried labels' class names in label order ([] for a data set without classes)."""
+        return list(self.manifest.get("class_names") or [])
+
     def data_overrides(self) -> dict:
         """The `data` section of a run on these latents: data set, resolution and autoencoder from the manifest."""
         m = self.manifest
-        return {
+        data = {
             "dataset": m["dataset"],
             "res": m["res"],
             "autoencoder": m["autoencoder"],
@@ -70,6 +77,7 @@ class Carry:
             "autoencoder_path": str(self.weights),
             "flip": bool(m.get("flip", True)),
         }
+        return {**data, "num_classes": len(self.class_names)} if self.class_names else data
 
 
 def read_carry(folder: Path) -> Carry:
@@ -87,11 +95,13 @@ def read_carry(folder: Path) -> Carry:
     return carry
 
 
-def model_presets(names: list[str]) -> dict[str, str]:
-    """Short names (or preset names) -> presets, in order; unknown names get a close match."""
-    from bench.registry import all_presets, mini_models, unknown_name_message
+def model_presets(names: list[str], dataset: str = "") -> dict[str, str]:
+    """Short names (or preset names) -> presets of `dataset`'s mini runs, in order; unknown names get a close match."""
+    from bench.registry import MINI_DATASET, all_presets, mini_datasets, mini_models, unknown_name_message
 
-    presets, runs = all_presets(), mini_models()
+    if dataset and dataset not in mini_datasets():
+        raise BenchError(unknown_name_message("mini benchmark data set", dataset, list(mini_datasets())))
+    presets, runs = all_presets(), mini_models(dataset or MINI_DATASET)
     out: dict[str, str] = {}
     for name in names:
         preset = runs.get(name, name)

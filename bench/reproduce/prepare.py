@@ -7,10 +7,12 @@ weights (TAESD is 5 MB) so the GPU run can draw a grid, and carry.json. Referenc
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.config import DataConfig
@@ -83,6 +85,7 @@ def prepare_mini(
         "source": meta.get("source", ""),
         "count": meta["count"],
         "flip": cfg.flip,
+        **({"class_names": meta["class_names"]} if meta.get("class_names") else {}),  # labels carried beside
         "git": git_state(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ref_stats": _reference(cfg, backends, device, ref_batch, meta["source_hash"], progress) if ref_stats else {},
@@ -131,8 +134,49 @@ def prepare_features(cfg: DataConfig, folder: Path, device: torch.device, batch:
     ref = ref_stats_path(cfg.dataset, cfg.res, "tf", cache_dir())
     if npy.is_file() and ref.is_file():
         try:
-            return export_reference_features(npy, ref, out)
+            return export_reference_features(npy, ref, out, *prepared_labels(cfg, progress))
         except BenchError:
             pass  # stale features: compute them again below
     reference_stats(cfg.dataset, cfg.res, ["tf"], device, batch, data_root(), cache_dir(), cfg.path, progress, prefix)
-    return export_reference_features(npy, ref, out)
+    return export_reference_features(npy, ref, out, *prepared_labels(cfg, progress))
+
+
+def prepared_labels(cfg: DataConfig, progress: bool = False) -> tuple[np.ndarray | None, list[str]]:
+    """(class ids of the prepared images in their order, class names); (None, []) for a data set without classes."""
+    from bench.data import load_prepared_images, make_source
+    from bench.paths import cache_dir, data_root
+
+    plain = dataclasses.replace(cfg, autoencoder="pixel", num_classes=0, flip=False)  # reference_stats' images
+    names = make_source(plain, data_root()).class_names
+    if not names:
+        return None, []
+    labelled = dataclasses.replace(plain, num_classes=len(names))
+    _, labels, _ = load_prepared_images(labelled, data_root(), cache_dir(), progress=progress)
+    return np.asarray(labels, dtype=np.int64), list(names)
+
+
+def prepare_split_features(
+    cfg: DataConfig, split: str, folder: Path, device: torch.device, batch: int, progress: bool = True
+) -> Path:
+    """Labelled tf features of another split (Imagenette's val images, for the probe's accuracy) as
+    FOLDER/<dataset><res>-<split>-tf-features.safetensors; the images are verified and prepared like the train split.
+    """
+    from bench.data import load_prepared_images
+    from bench.metrics.fid import compute_stats, image_batches
+    from bench.metrics.inception import FID_INCEPTION_SHA256
+    from bench.paths import cache_dir, data_root
+    from bench.reproduce.reference import features_path, write_features
+
+    split_cfg = dataclasses.replace(cfg, split=split)
+    if split_cfg == cfg:
+        raise BenchError(f"--val-split '{split}' is the split the latents come from; name a held-out split.")
+    labels, names = prepared_labels(split_cfg, progress)
+    if labels is None:
+        raise BenchError(f"Data set '{cfg.dataset}' has no classes: its '{split}' split cannot test a class probe.")
+    plain = dataclasses.replace(split_cfg, autoencoder="pixel", num_classes=0, flip=False)
+    images, _, meta = load_prepared_images(plain, data_root(), cache_dir(), progress=progress)
+    _, feats = compute_stats(image_batches(images, batch), ["tf"], device, cache_dir(), True, progress)
+    info = {"dataset": cfg.dataset, "res": cfg.res, "backend": "tf", "split": split}
+    info |= {"source_hash": meta["source_hash"], "inception_sha256": FID_INCEPTION_SHA256}
+    out = features_path(folder, cfg.dataset, cfg.res, split=split)
+    return write_features(out, feats["tf"], info, labels, names)

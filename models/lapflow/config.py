@@ -19,6 +19,7 @@ from models.presets_common import (
     imagenet_recipe,
     imagenette_tiny,
     mini_flow_preset,
+    mini_imagenette,
     with_model,
 )
 from models.sizes import BackboneConfig
@@ -92,3 +93,5 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESETS["lapflow-imagenette-tiny"] = imagenette_tiny(PRESETS["lapflow-tiny"])
+# Class-conditional mini benchmark on Imagenette: the CelebA-HQ mini preset with 10 classes and CFG.
+PRESETS["lapflow-imagenette128-mini"] = mini_imagenette(PRESETS["lapflow-celebahq128-mini"])

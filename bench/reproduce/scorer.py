@@ -1,0 +1,240 @@
+"""The mini benchmark's scorer: samples the EMA at an evaluation point, scores it against the real images' features
+and writes one record per metric (bench/reproduce/benchmark.py runs it; the metrics are bench.metrics.distribution).
+
+Unconditional data: one sample set per point at the preset's sampler. Class-conditional data (a `ClassScoring`,
+bench.reproduce.classes): one per guidance weight (the preset's at every point, the sweep at the last), each also
+scored for class accuracy, and a class grid at the last point.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from bench.checkpoint import TrainState
+from bench.config import RunConfig
+from bench.reproduce.classes import ClassScoring, with_guidance
+from bench.reproduce.mini import MINI_BENCHMARK
+from bench.reproduce.reference import Reference
+
+Values = dict[str, tuple[float, dict, dict]]  # metric -> (value, protocol extras, record extras)
+
+
+@dataclass
+class SampleSet:
+    features: Tensor  # [N, 2048] on the scoring device
+    first: Tensor  # the first images (a grid row)
+    labels: Tensor | None  # [N] class ids the samples were drawn with
+    nfe: int
+    sample_s: float
+    feature_s: float
+
+
+@dataclass
+class Scorer:
+    """Samples the EMA at a point, scores it and writes the records; keeps the grid rows and the written files."""
+
+    reference: Reference
+    device: torch.device
+    folder: Path
+    num_samples: int
+    sample_batch: int
+    bootstrap: int
+    env: dict
+    git: dict
+    grid_columns: int
+    classes: ClassScoring | None = None
+    written: list[Path] = field(default_factory=list)
+    grid_rows: list[tuple[dict, Tensor]] = field(default_factory=list)
+    _extractor: object = None
+    _autoencoder: nn.Module | None = None
+
+    def setup(self, cfg: RunConfig) -> None:
+        from bench.autoencoders import load_autoencoder
+        from bench.metrics.fid import make_extractor
+
+        self._extractor = make_extractor("tf", self.device)
+        self._autoencoder = load_autoencoder(cfg.data.autoencoder, self.device, cfg.data.autoencoder_path)
+
+    def features(self, model: nn.Module, cfg: RunConfig) -> SampleSet:
+        """Samples of seeds 0..N-1 (labels by seed), decoded once, as Inception features on the device."""
+        from bench.sample import generate
+
+        feats, labels, first, nfe, sample_s, feat_s = [], [], None, 0, 0.0, 0.0
+        tic = time.perf_counter()
+        for batch in generate(
+            model, range(self.num_samples), cfg.sample, self.sample_batch, cfg.train.precision, self._autoencoder
+        ):
+            mid = time.perf_counter()
+            sample_s += mid - tic
+            first = batch.images[: self.grid_columns] if first is None else first
+            feats.append(torch.from_numpy(self._extractor(batch.images)).float().to(self.device))
+            labels += [batch.labels] if batch.labels is not None else []
+            nfe = max(nfe, batch.nfe)
+            tic = time.perf_counter()
+            feat_s += tic - mid
+        return SampleSet(torch.cat(feats), first, torch.cat(labels) if labels else None, nfe, sample_s, feat_s)
+
+    def score(
+        self, run: str, run_dir: Path, cfg: RunConfig, state: TrainState, ema: nn.Module, point: int, points: list[int]
+    ) -> None:
+        """Every sample set of this point (one per guidance weight on class-conditional data) and its records."""
+        from bench.ema import young_ema_warning
+
+        warning = young_ema_warning(cfg, state.step)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        final = point == len(points) - 1
+        weights = self.classes.weights(cfg, final) if self.classes is not None else [None]
+        for i, weight in enumerate(weights):
+            self._score_set(run, run_dir, cfg if weight is None else with_guidance(cfg, weight), state, ema, point,
+                            points, grid_row=i == 0)  # fmt: skip
+        if final and self.classes is not None:
+            meta = {"run": run, "family": cfg.family, "train_seed": cfg.seed, "images_seen": state.images_seen}
+            tag = f"{run}-seed{cfg.seed}-{state.images_seen}"
+            self.written += self.classes.save_grid(
+                self.folder, tag, meta, ema, cfg, self._autoencoder, self.sample_batch
+            )
+
+    def _values(self, fake: SampleSet, final: bool) -> Values:
+        from bench.metrics import distribution as dm
+        from bench.metrics.fid import FeatureStats, RefStats, fid_from_stats
+
+        ref, feats = self.reference, fake.features
+        values: Values = {}
+        ref_stats = RefStats(ref.mu.cpu().numpy(), ref.sigma.cpu().numpy(), ref.n, ref.meta)
+        fid_value = fid_from_stats(FeatureStats.of(feats.double().cpu().numpy()), ref_stats)
+        fid_extra: dict = {}
+        if final and self.bootstrap:
+            boot = dm.bootstrap_fid(feats, ref.mu, ref.sigma, self.bootstrap)
+            fid_extra["fid_bootstrap"] = {
+                "reps": boot.reps,
+                "std": boot.std,
+                "mean": boot.mean,
+                "p05": boot.p05,
+                "p95": boot.p95,
+            }
+        values["fid"] = (fid_value, {}, fid_extra)
+        subset = min(dm.KID_SUBSET_SIZE, len(feats), ref.n)  # torch-fidelity's 1000 from 1000 samples up
+        kid_mean, kid_std = dm.kid(feats, ref.features, subset_size=subset)
+        values["kid"] = (
+            kid_mean,
+            {"subsets": dm.KID_SUBSETS, "subset_size": subset, "seed": dm.KID_SEED},
+            {"kid_std": kid_std, "kid_subsets": dm.KID_SUBSETS, "kid_subset_size": subset},
+        )
+        precision, recall = dm.precision_recall(feats, ref.features)
+        values["precision"] = (precision, {"k": dm.PRC_NEIGHBORHOOD}, {})
+        values["recall"] = (recall, {"k": dm.PRC_NEIGHBORHOOD}, {})
+        mem = dm.memorisation(feats, ref.features)
+        values["memorisation"] = (
+            mem.fraction,
+            {"quantile": mem.quantile},
+            {"memorisation_threshold": mem.threshold, "median_distance_ratio": mem.median_ratio},
+        )
+        if self.classes is not None and fake.labels is not None:
+            accuracy, extra = self.classes.accuracy(feats, fake.labels.to(feats.device))
+            values["class_accuracy"] = (accuracy, {"probe": self.classes.protocol()}, extra)
+        return values
+
+    def _score_set(
+        self,
+        run: str,
+        run_dir: Path,
+        cfg: RunConfig,
+        state: TrainState,
+        ema: nn.Module,
+        point: int,
+        points: list[int],
+        grid_row: bool = True,
+    ) -> None:
+        from bench.metrics.protocols import FIDProtocol
+        from bench.reproduce.run import final_loss
+
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            fake = self.features(ema, cfg)
+        tic = time.perf_counter()
+        final = point == len(points) - 1
+        values = self._values(fake, final)
+        score_s = time.perf_counter() - tic + fake.feature_s
+        fid = FIDProtocol("tf", self.num_samples, self.reference.dataset, self.reference.res)
+        common = {
+            "benchmark": MINI_BENCHMARK,
+            "run": run,
+            "train_seed": cfg.seed,
+            "point": point,
+            "points": len(points),
+            "final": final,
+            "images_seen": state.images_seen,
+            "budget_images": points[-1],
+            "gpu_seconds": state.train_seconds,
+            "steps": state.step,
+            "loss": final_loss(run_dir, float("nan")),
+            "sample_seconds": fake.sample_s,
+            "score_seconds": score_s,
+            **compile_state(cfg, run_dir),
+        }
+        guided = {"guidance": float(cfg.sample.guidance)} if self.classes is not None else {}
+        for metric, (value, proto_extra, extra) in values.items():
+            self._write(cfg, metric, value, fid, proto_extra, guided, fake.nfe, {**common, **guided, **extra})
+        if grid_row:
+            meta = {"run": run, "train_seed": cfg.seed, "point": point, "images_seen": state.images_seen}
+            self.grid_rows.append((meta, fake.first))
+        shown = ", ".join(f"{m} {v[0]:.4g}" for m, v in values.items())
+        weight = f" at guidance {cfg.sample.guidance:g}" if guided else ""
+        print(
+            f"[{run} seed {cfg.seed}] {state.images_seen} images ({state.train_seconds:.0f} s){weight}: {shown} "
+            f"(sampling {fake.sample_s:.1f} s, scoring {score_s:.1f} s)",
+            flush=True,
+        )
+
+    def _write(
+        self,
+        cfg: RunConfig,
+        metric: str,
+        value: float,
+        fid: object,
+        proto_extra: dict,
+        guided: dict,
+        nfe: int,
+        extra: dict,
+    ) -> None:
+        from bench.config import to_dict
+        from bench.metrics.protocols import feature_metric_protocol
+        from bench.results import run_record, write_record
+
+        protocol = fid.as_dict() if metric == "fid" else feature_metric_protocol(metric, fid, **proto_extra)
+        protocol |= guided  # the guidance weight: one protocol name per metric, the weight beside it
+        protocol["reference_features"] = self.reference.describe()
+        record = run_record(
+            cfg,
+            metric,
+            value,
+            "",
+            protocol,
+            sampling={**to_dict(cfg.sample), "nfe": nfe},
+            seeds={"start": 0, "count": self.num_samples},
+            git=self.git,
+            environment=self.env,
+            extra=extra,
+            note=f"Mini benchmark: trained and scored in one process on {self.env.get('gpu') or 'the CPU'}.",
+        )
+        self.written.append(write_record(record, self.folder))
+
+
+def compile_state(cfg: RunConfig, run_dir: Path) -> dict:
+    """Whether the run trains compiled: the config's train.compile, unless the loop fell back to eager (its note)."""
+    path = run_dir / "stats.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    fallback = next((r for r in rows if r.get("event") == "compile_fallback"), None)
+    if cfg.train.compile and fallback is not None:
+        return {
+            "compile": False,
+            "compile_note": f"compile failed at {fallback['images']} images: {fallback['reason']}",
+        }
+    return {"compile": cfg.train.compile}
