@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
-from bench.report import mini, mini_plots, mini_text, plots, render
+from bench.report import mini, mini_class_plots, mini_classes, mini_plots, mini_text, plots, render
 from bench.report.goals import goals_table
 from bench.report.paper import PaperData, load_paper
 from bench.report.select import SPECS_BY_ID
@@ -85,12 +85,18 @@ def _tables_markdown(tables: list[Table], mini_lines: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mini_plots(report: Report, sections: list[mini.Section], results_dir: Path) -> None:
+def _mini_plots(
+    report: Report, sections: list[mini.Section], classes: list[mini_classes.ClassSection], results_dir: Path
+) -> None:
     for section in sections:
         report.files.update(mini_plots.section_files(section, results_dir))
         names = [p.name for p in mini_plots.grid_paths(results_dir, section)]
         report.grids |= {f"mini-{section.tag}": ", ".join(names)} if names else {}
-    if not sections:
+    for section in classes:
+        report.files.update(mini_class_plots.files(section, results_dir))
+        names = [p.name for p, _ in mini_class_plots.class_grids(results_dir, section)]
+        report.grids |= {f"mini-{section.tag}-classes": ", ".join(names)} if names else {}
+    if not sections and not classes:
         report.skipped_plots.append("mini-benchmark curves and sample grids (no mini-benchmark records yet)")
 
 
@@ -126,9 +132,10 @@ def generate(
     paper = load_paper(Path(results_dir) / "paper" if paper_dir is None else paper_dir)
     check_paper(paper)
     report = Report(records=records, with_plots=with_plots)
-    sections = mini.collect(records)
+    sections, classes = mini.collect(records), mini_classes.collect(records)
     mini_tables = {section.tag: mini.section_tables(section) for section in sections}
-    report.tables = [table for tables in mini_tables.values() for table in tables]
+    class_tables = {section.tag: mini_classes.class_table(section) for section in classes}
+    report.tables = [table for tables in mini_tables.values() for table in tables] + list(class_tables.values())
     report.tables += comparison_tables(records, paper) + performance_tables(records, paper)
     goals = goals_table(records, Path(results_dir))
     report.tables += [goals] if goals else []
@@ -138,11 +145,13 @@ def generate(
     for table in report.tables:
         report.files[f"tables/{table.id}.tex"] = render.latex(table).encode()
         report.files[f"tables/{table.id}.csv"] = render.csv(table).encode()
-    mini_lines = mini_text.markdown(sections, mini_tables, Path(results_dir))
+    figures = {s.tag: mini_class_plots.figure_lines(s, Path(results_dir)) for s in classes}
+    class_lines = mini_classes.markdown(classes, class_tables, figures)
+    mini_lines = mini_text.markdown(sections, mini_tables, Path(results_dir), class_lines)
     report.files["tables.md"] = _tables_markdown(report.tables, mini_lines).encode()
     if with_plots:
         _plots(report, records, paper, Path(results_dir), Path(runs_dir or "runs"))
-        _mini_plots(report, sections, Path(results_dir))
+        _mini_plots(report, sections, classes, Path(results_dir))
     report.files["README.md"] = readme(report, paper).encode()
     return report
 

@@ -151,7 +151,8 @@ def collect(records: list[Loaded]) -> list[Section]:
     groups: dict[tuple[str, int], list[Loaded]] = {}
     for item in records:
         r = item.record
-        if r.extra.get("benchmark") == MINI_BENCHMARK and r.metric in METRICS and _point_of(item) is not None:
+        guided = isinstance(r.extra.get("guidance"), int | float)  # class-conditional: bench/report/mini_classes.py
+        if r.extra.get("benchmark") == MINI_BENCHMARK and r.metric in METRICS and _point_of(item) and not guided:
             groups.setdefault((r.dataset, r.resolution), []).append(item)
     return [_section(dataset, res, items) for (dataset, res), items in sorted(groups.items())]
 

@@ -175,12 +175,14 @@ def section_markdown(section: Section, tables: list[Table], results_dir: Path) -
     return lines[:-1] if lines[-1] == "" else lines
 
 
-def markdown(sections: list[Section], tables: dict[str, list[Table]], results_dir: Path) -> list[str]:
-    """The whole mini-benchmark section of tables.md (lines)."""
+def markdown(
+    sections: list[Section], tables: dict[str, list[Table]], results_dir: Path, class_lines: list[str] | None = None
+) -> list[str]:
+    """The whole mini-benchmark section of tables.md (lines); `class_lines`: its class-conditional subsections."""
     lines = ["", "## Mini benchmark (one GPU)", ""]
-    if not sections:
+    if not sections and not class_lines:
         return [*lines, NO_RECORDS]
     lines.append(INTRO)
     for section in sections:
         lines += section_markdown(section, tables[section.tag], results_dir)
-    return lines
+    return lines + (class_lines or [])
