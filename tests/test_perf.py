@@ -48,3 +48,29 @@ def test_training_throughput_is_deterministic_per_seed(tmp_path):
     assert a == b and len(a["lapflow-celebahq256-l2"]) == 3
     (record,) = {r.protocol_name: r for r in load_records(tmp_path)}.values()
     assert record.unit == "images/s" and record.extra["train_gmacs_per_image"] > 0 and record.extra["mfu"] is None
+
+
+def test_perf_training_cli_runs_several_presets_with_per_stage_profile_tables(tmp_path):
+    """`bench perf training` over presets of different families, with the step profiled per drawn stage."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from bench.cli.app import app
+
+    presets = "lapflow-celebahq128-mini,pyramidal-flow-celebahq128-mini"
+    args = ["--device", "cpu", "perf", "training", "--presets", presets, "--modes", "eager", "--batch", "4"]
+    args += ["--warmup", "2", "--steps", "2", "--profile-steps", "3", "--tiny", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = {r.preset: r for r in load_records(tmp_path)}
+    assert set(records) == set(presets.split(","))
+    lap = records["lapflow-celebahq128-mini"].extra
+    assert (
+        sum(lap["timed_stage_counts"].values()) == 2
+        and sum(v["steps"] for v in lap["profile"]["by_stage"].values()) == 3
+    )
+    table = (tmp_path / "profiles" / lap["profile"]["table"]).read_text()
+    assert table.count("# stage ") == len(lap["profile"]["by_stage"]) and "aten::" in table
+    assert records["pyramidal-flow-celebahq128-mini"].extra["profile"]["by_stage"].keys() == {"all"}
+    json.dumps(lap)  # the record's extra stays JSON

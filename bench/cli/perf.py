@@ -84,27 +84,30 @@ def training_command(
     batch: int = 64,
     warmup: int = 10,
     steps: int = 30,
-    compile_: Annotated[bool, typer.Option("--compile")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="Compiled only (the same as --modes compile).")] = False,
+    modes: Annotated[str, typer.Option(help="eager, compile or both (then also the loss match).")] = "eager",
+    profile_steps: Annotated[int, typer.Option(help="Profiled steps after timing (per-op tables per stage).")] = 0,
     precision: str = "bf16",
     out: OutOpt = None,
     tiny: TinyOpt = False,
 ) -> None:
-    """Training images/s and model FLOPs utilisation of THE training step."""
+    """Training images/s and model FLOPs utilisation of THE training step; eager and compiled in one process
+    (`--modes eager,compile`) also compares their loss curves step by step (train_loss_match)."""
     from bench.cli.eval import split_list
+    from bench.perf.goals import training_goal
     from bench.perf.suites import training_suite
 
     device, folder = _setup(out)
-    training_suite(
-        device,
-        folder,
-        split_list(presets),
-        batch,
-        warmup,
-        steps,
-        "inductor" if compile_ else None,
-        precision,
-        TINY_BACKBONE if tiny else None,
-    )
+    wanted = ["compile"] if compile_ else split_list(modes, ("eager", "compile"), "mode")
+    backbone = TINY_BACKBONE if tiny else None
+    names = split_list(presets)
+    if len(set(wanted)) == 2:
+        training_goal(
+            device, folder, names, batch, warmup, steps, backbone, precision=precision, profile_steps=profile_steps
+        )
+        return
+    backend = "inductor" if wanted == ["compile"] else None
+    training_suite(device, folder, names, batch, warmup, steps, backend, precision, backbone, profile_steps)
 
 
 @app.command("goals")

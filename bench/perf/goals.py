@@ -160,10 +160,13 @@ def training_goal(
     backbone: dict | None = None,
     compile_backend: str = "inductor",
     precision: str = "bf16",
+    profile_steps: int = 0,
 ) -> dict[str, float]:
     """Eager and compiled training of each preset; `train_loss_match` compares their losses step by step."""
-    eager = training_suite(device, out, presets, batch, warmup, steps, None, precision, backbone)
-    compiled = training_suite(device, out, presets, batch, warmup, steps, compile_backend, precision, backbone)
+    eager = training_suite(device, out, presets, batch, warmup, steps, None, precision, backbone, profile_steps)
+    compiled = training_suite(
+        device, out, presets, batch, warmup, steps, compile_backend, precision, backbone, profile_steps
+    )
     deviations = {}
     for preset in presets:
         a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])

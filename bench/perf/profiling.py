@@ -20,6 +20,7 @@ from bench.metrics.timing import measure, synchronize
 from bench.perf.suites import LAYOUT_BATCH, _build, _record, forward_calls, make_train_step
 
 ROW_LIMIT = 30
+TRAIN_ROW_LIMIT = 45  # a training step has forward, backward and optimizer kernels
 
 
 def profile_call(
@@ -82,3 +83,41 @@ def profile_suite(
             paths.append(_record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
         del model
     return paths
+
+
+def profile_training_steps(
+    step: Callable[[], Any], stages: list[int], device: torch.device, table_path: Path, steps: int = 4
+) -> dict[str, Any]:
+    """Profile `steps` more calls of THE training step, one profiler session each, and write the per-op table of
+    the first profiled step of every drawn stage (LapFlow's stages differ in shapes and cost; one table mixing them
+    would describe no real step). Returns kernels, kernel seconds and launches per step, by stage."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sections: list[str] = []
+    by_stage: dict[str, dict[str, Any]] = {}
+    for _ in range(steps):
+        drawn = len(stages)
+        synchronize(device)
+        with profile(activities=activities) as prof:
+            step()
+            synchronize(device)
+        key = str(stages[drawn]) if len(stages) > drawn else "all"
+        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        summary = by_stage.setdefault(key, {"steps": 0, "kernels": 0, "gpu_kernel_s": 0.0})
+        summary["steps"] += 1
+        summary["kernels"] += len(kernels)
+        summary["gpu_kernel_s"] += sum(e.time_range.elapsed_us() for e in kernels) / 1e6
+        if summary["steps"] == 1:
+            table = prof.key_averages().table(sort_by=sort, row_limit=TRAIN_ROW_LIMIT)
+            sections.append(f"# stage {key}: one training step, {len(kernels)} GPU kernels\n{table}")
+    table_path.parent.mkdir(parents=True, exist_ok=True)
+    table_path.write_text("\n".join(sections) + "\n")
+    per_step = {
+        k: {
+            "steps": v["steps"],
+            "kernels_per_step": v["kernels"] / v["steps"],
+            "gpu_kernel_s_per_step": v["gpu_kernel_s"] / v["steps"],
+        }
+        for k, v in by_stage.items()
+    }
+    return {"table": table_path.name, "by_stage": per_step}

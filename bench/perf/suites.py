@@ -213,16 +213,22 @@ def training_suite(
     compile_backend: str | None = None,
     precision: str = "bf16",
     backbone: dict | None = None,
+    profile_steps: int = 0,
 ) -> dict[str, list[float]]:
     """Images/s of THE training step (forward, backward, AdamW, EMA) on random latents, with MFU from fvcore counts.
 
-    Returns the per-step losses so that compiled and eager runs can be compared under the same seeds.
+    Returns the per-step losses so that compiled and eager runs can be compared under the same seeds. With
+    `profile_steps`, that many further steps run under torch.profiler and each drawn stage's first profiled step
+    becomes a per-op table (CUDA time, launch counts) in `<out>/profiles/<preset>-train-b<batch>-<mode>.txt`.
     """
     numerics = configure_numerics(device, precision)
     losses = {}
+    mode = "compile" if compile_backend else "eager"
     for preset in presets:
         cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
-        elapsed, losses[preset] = _timed_training(model, cfg, device, batch, warmup, steps, compile_backend, precision)
+        stages: list[int] = []
+        step = make_train_step(model, cfg, device, compile_backend, precision, stages)
+        elapsed, losses[preset] = _timed_training(step, model, device, batch, warmup, steps)
         images_per_s = batch * steps / elapsed
         train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
         achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
@@ -237,7 +243,7 @@ def training_suite(
             "warmup_steps": warmup,
             "timed_steps": steps,
             "optimizer": "AdamW (fused on CUDA)",
-            "step": "bench.train.train_step (clipping, non-finite check, EMA): the step training runs",
+            "step": "bench.train_step.train_step (clipping, non-finite check, EMA): the step training runs",
             "data": "random latents copied from host each step",
             "reportable": device.type == "cuda",
         }
@@ -249,9 +255,29 @@ def training_suite(
             "train_gmacs_per_image": train_gmacs,
             "numerics": numerics,
             "losses": losses[preset],
+            **_stage_summary(stages, warmup),
         }
+        if profile_steps > 0:
+            from bench.perf.profiling import profile_training_steps
+
+            table = out / "profiles" / f"{preset}-train-b{batch}-{mode}.txt"
+            x = torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(2))
+            extra["profile"] = profile_training_steps(
+                lambda s=step, x=x: s(x.to(device)), stages, device, table, profile_steps
+            )
         _record(cfg, "train_throughput", images_per_s, "images/s", protocol, device, extra, out)
+        del model, step
     return losses
+
+
+def _stage_summary(stages: list[int], warmup: int) -> dict[str, Any]:
+    """Which stages the timed steps drew, and whether each had already run in the warm-up (a compiled step that
+    meets a stage for the first time compiles inside the timed window)."""
+    if not stages:
+        return {}
+    timed = stages[warmup:]
+    counts = {str(s): timed.count(s) for s in sorted(set(stages))}
+    return {"timed_stage_counts": counts, "stages_warmed_up": set(timed) <= set(stages[:warmup])}
 
 
 def make_train_step(
@@ -286,17 +312,14 @@ def make_train_step(
 
 
 def _timed_training(
+    step: Callable[[torch.Tensor], torch.Tensor],
     model: Any,
-    cfg: RunConfig,
     device: torch.device,
     batch: int,
     warmup: int,
     steps: int,
-    compile_backend: str | None,
-    precision: str,
 ) -> tuple[float, list[float]]:
     """Seconds for `steps` training steps after `warmup` untimed ones, and every step's loss."""
-    step = make_train_step(model, cfg, device, compile_backend, precision)
     data = torch.randn(steps + warmup, batch, *model.latent_shape, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(1)
     seen = []
