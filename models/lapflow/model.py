@@ -111,6 +111,8 @@ class LapFlow(GenerativeModel):
         return range(first, self.num_scales)
 
     def draw_stage(self) -> int:
+        """The stage of one loss call (uniform over the available ones). THE training step calls this before the
+        loss module, outside torch.compile (a graph break here otherwise), and passes the stage to loss()."""
         stages = self.available_stages()
         if len(stages) == 1:  # no draw: S = 1 consumes the RNG exactly like LFM
             return stages[0]
