@@ -96,6 +96,8 @@ def test_class_conditional_pipeline_prepares_trains_scores_and_reports(tmp_path:
     invoke("reproduce", "mini-prepare", "--dataset", "imagenette", "--path", data, "--res", 64, "--backend", "tf",
            "--no-ref-stats", "--features", "--val-split", "val", "--features-dir", ref, "--out", carry)  # fmt: skip
     manifest = json.loads((carry / "carry.json").read_text())
+    nothing = runner.invoke(app, ["reproduce", "mini-prepare", "--no-latents", "--out", str(tmp_path / "none")])
+    assert nothing.exit_code == 1 and "nothing to prepare" in nothing.output and not (tmp_path / "none").exists()
     assert manifest["count"] == 20 and len(manifest["class_names"]) == 10
     val = ref / "imagenette64-val-tf-features.safetensors"
     assert val.is_file() and (ref / "imagenette64-tf-features.safetensors").is_file()

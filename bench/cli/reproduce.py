@@ -57,6 +57,9 @@ def mini_prepare_command(
         bool, typer.Option("--features/--no-features", help="Also the real images' features (for `mini`).")
     ] = False,
     features_dir: Annotated[Path, typer.Option(help="Folder of the real-image features file.")] = DEFAULT_FEATURES,
+    latents: Annotated[
+        bool, typer.Option("--latents/--no-latents", help="Write the carry folder (off: features only).")
+    ] = True,
     val_split: Annotated[
         str, typer.Option(help="With --features: also the labelled features of this held-out split (probe), e.g. val.")
     ] = "",
@@ -73,8 +76,12 @@ def mini_prepare_command(
         raise BenchError("The mini benchmark carries latents; choose a latent autoencoder such as taesd.")
     if val_split and not features:
         raise BenchError("--val-split computes features: pass it together with --features.")
-    with terminate_cleanly():
-        manifest = prepare_mini(out, cfg, _backends(backend), _device(device), batch_size, ref_stats)
+    if not latents and not features:
+        raise BenchError("--no-latents without --features leaves nothing to prepare.")
+    manifest = None
+    if latents:
+        with terminate_cleanly():
+            manifest = prepare_mini(out, cfg, _backends(backend), _device(device), batch_size, ref_stats)
     if features:
         from bench.reproduce.prepare import prepare_features, prepare_split_features
 
@@ -84,6 +91,8 @@ def mini_prepare_command(
                 paths.append(prepare_split_features(cfg, val_split, features_dir, _device(device), batch_size))
         for path in paths:
             typer.echo(f"Real-image features: {path} ({path.stat().st_size / 2**20:.1f} MiB).")
+    if manifest is None:
+        return
     typer.echo(
         f"Carry folder {out}: {manifest['count']} images of {dataset} at {res} px as {autoencoder} latents "
         f"({manifest['bytes'] / 2**20:.1f} MiB); reference statistics: {', '.join(manifest['ref_stats']) or 'none'}."
