@@ -170,12 +170,22 @@ register(
             "lapflow-t1-0.7": _lapflow_mini("-t1-0.7"),
             "lapflow-scales-1": _lapflow_mini("-scales-1"),  # ablation: one scale (the MoT reduces to LFM)
             "lapflow-scales-3": _lapflow_mini("-scales-3"),
+            "lapflow-ts1000": _lapflow_mini("-ts1000"),  # time-embedding ablation: the network sees 1000 t
         },
         mini_default=("lapflow-mask-none", "lapflow-mask-self"),
         mini_ablations={  # the default run (lapflow) sits in each
             "mask": (("lapflow", "causal"), ("lapflow-mask-none", "none"), ("lapflow-mask-self", "self")),
             "critical_time": (("lapflow-t1-0.3", "0.3"), ("lapflow", "0.5"), ("lapflow-t1-0.7", "0.7")),
             "num_scales": (("lapflow-scales-1", "1"), ("lapflow", "2"), ("lapflow-scales-3", "3")),
+            # A cause that would apply to every flow family alike (issue #14), so its table holds all three.
+            "time_scale": (
+                ("lapflow", "LapFlow t x1"),
+                ("lfm", "LFM t x1"),
+                ("pyramidal-flow", "Pyramidal Flow t x1"),
+                ("lapflow-ts1000", "LapFlow t x1000"),
+                ("lfm-ts1000", "LFM t x1000"),
+                ("pyramidal-flow-ts1000", "Pyramidal Flow t x1000"),
+            ),
         },
         paper_better_than="lfm",
         mini_sets={"imagenette": {"lapflow": "lapflow-imagenette128-mini"}},
@@ -195,7 +205,7 @@ register(
         order=1,
         color="tab:blue",
         role="reference",
-        mini_runs={"lfm": "lfm-celebahq128-mini"},
+        mini_runs={"lfm": "lfm-celebahq128-mini", "lfm-ts1000": "lfm-celebahq128-mini-ts1000"},
         mini_sets={"imagenette": {"lfm": "lfm-imagenette128-mini"}},
         paper_better_than="pyramidal-flow",
         paper_nfe=89,  # CelebA-HQ 256 (METHODS.md section 5)
@@ -210,7 +220,10 @@ register(
         presets="baselines.pyramidal_flow.config:PRESETS",
         order=2,
         color="tab:green",
-        mini_runs={"pyramidal-flow": "pyramidal-flow-celebahq128-mini"},
+        mini_runs={
+            "pyramidal-flow": "pyramidal-flow-celebahq128-mini",
+            "pyramidal-flow-ts1000": "pyramidal-flow-celebahq128-mini-ts1000",
+        },
         mini_sets={"imagenette": {"pyramidal-flow": "pyramidal-flow-imagenette128-mini"}},
     )
 )

@@ -84,6 +84,16 @@ def mini_imagenette(preset: dict, model: dict | None = None) -> dict:
     return out
 
 
+# Time-embedding ablation (issue #14): t in [0, 1] into DiT's sinusoidal embedding (periods up to 10^4 time units)
+# leaves most frequencies nearly constant; x1000 spreads t over them as DiT's integer timesteps do. Flow families only.
+MINI_TIME_SCALE = 1000.0
+
+
+def with_time_scale(preset: dict, scale: float = MINI_TIME_SCALE) -> dict:
+    """A copy of a flow family's mini preset whose network sees t * scale."""
+    return with_model(preset, {"time_scale": scale})
+
+
 def mini_flow_preset() -> dict:
     """The mini benchmark's flow-matching preset (LFM's; LapFlow adds its model options)."""
     return {

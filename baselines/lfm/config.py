@@ -13,6 +13,7 @@ from models.presets_common import (
     imagenette_tiny,
     mini_flow_preset,
     mini_imagenette,
+    with_time_scale,
 )
 from models.sizes import BackboneConfig
 
@@ -41,4 +42,5 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESETS["lfm-imagenette-tiny"] = imagenette_tiny(PRESETS["lfm-tiny"])
+PRESETS["lfm-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lfm-celebahq128-mini"])  # time-embedding ablation
 PRESETS["lfm-imagenette128-mini"] = mini_imagenette(PRESETS["lfm-celebahq128-mini"])  # class-conditional mini

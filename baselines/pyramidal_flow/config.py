@@ -13,6 +13,7 @@ from models.presets_common import (
     TINY_TRAIN,
     imagenette_tiny,
     mini_imagenette,
+    with_time_scale,
 )
 from models.sizes import BackboneConfig
 
@@ -82,5 +83,6 @@ PRESETS: dict[str, dict] = {
         "sample": {"solver": "euler", "steps": 20},
     },
 }
+PRESETS["pyramidal-flow-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["pyramidal-flow-celebahq128-mini"])
 PRESETS["pyramidal-flow-imagenette-tiny"] = imagenette_tiny(PRESETS["pyramidal-flow-tiny"])
 PRESETS["pyramidal-flow-imagenette128-mini"] = mini_imagenette(PRESETS["pyramidal-flow-celebahq128-mini"])

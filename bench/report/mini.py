@@ -29,7 +29,12 @@ METRIC_TITLES = {
     "recall": "Recall",
     "memorisation": "Memorisation",
 }
-AXIS_TITLES = {"mask": "attention mask", "critical_time": "critical time T1", "num_scales": "number of scales"}
+AXIS_TITLES = {
+    "mask": "attention mask",
+    "critical_time": "critical time T1",
+    "num_scales": "number of scales",
+    "time_scale": "time-embedding scale (flow families)",
+}
 KNEE_CHANGE = 0.10  # a run is past the knee when FID changes by < 10% over the last doubling of images
 HALF_RATIO = (1.5, 2.5)  # the "half" point may sit this far from exactly half of the final images
 NOT_RUN = "not run"

@@ -21,6 +21,7 @@ from models.presets_common import (
     mini_flow_preset,
     mini_imagenette,
     with_model,
+    with_time_scale,
 )
 from models.sizes import BackboneConfig
 
@@ -92,6 +93,7 @@ PRESETS: dict[str, dict] = {
         "sample": {"solver": "euler", "steps": 20},
     },
 }
+PRESETS["lapflow-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lapflow-celebahq128-mini"])
 PRESETS["lapflow-imagenette-tiny"] = imagenette_tiny(PRESETS["lapflow-tiny"])
 # Class-conditional mini benchmark on Imagenette: the CelebA-HQ mini preset with 10 classes and CFG.
 PRESETS["lapflow-imagenette128-mini"] = mini_imagenette(PRESETS["lapflow-celebahq128-mini"])
