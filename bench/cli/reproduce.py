@@ -9,6 +9,7 @@ Imports stay lazy: `bench --help` must not import torch.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -51,7 +52,14 @@ def mini_prepare_command(
     autoencoder: Annotated[str, typer.Option(help="Autoencoder of the latents.")] = "taesd",
     path: Annotated[str, typer.Option(help="Data set folder (else found under the data root).")] = "",
     ref_stats: Annotated[bool, typer.Option("--ref-stats/--no-ref-stats", help="Cache FID reference stats.")] = True,
-    backend: BackendOpt = "tf,clean",
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="FID backends: tf (torch-fidelity), clean (clean-fid); default tf,clean for the reference "
+            "statistics and tf for --features (clean: the file for `mini --real-features-clean`).",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per Inception batch.")] = 100,
     features: Annotated[
         bool, typer.Option("--features/--no-features", help="Also the real images' features (for `mini`).")
@@ -81,13 +89,17 @@ def mini_prepare_command(
     manifest = None
     if latents:
         with terminate_cleanly():
-            manifest = prepare_mini(out, cfg, _backends(backend), _device(device), batch_size, ref_stats)
+            manifest = prepare_mini(out, cfg, _backends(backend or "tf,clean"), _device(device), batch_size, ref_stats)
     if features:
         from bench.reproduce.prepare import prepare_features, prepare_split_features
 
         with terminate_cleanly():
-            paths = [prepare_features(cfg, features_dir, _device(device), batch_size)]
-            if val_split:
+            paths = []
+            for name in _backends(backend or "tf"):
+                tic = time.perf_counter()
+                paths.append(prepare_features(cfg, features_dir, _device(device), batch_size, backend=name))
+                typer.echo(f"{name} features: {time.perf_counter() - tic:.0f} s.")
+            if val_split:  # the class probe's held-out accuracy: tf features (the probe's protocol), any --backend
                 paths.append(prepare_split_features(cfg, val_split, features_dir, _device(device), batch_size))
         for path in paths:
             typer.echo(f"Real-image features: {path} ({path.stat().st_size / 2**20:.1f} MiB).")
@@ -203,6 +215,10 @@ def mini_command(
     val_features: Annotated[
         Path | None, typer.Option(help="Class-conditional: the probe's held-out features (default: beside).")
     ] = None,
+    real_features_clean: Annotated[
+        Path | None,
+        typer.Option(help="Also clean-fid FID at the last point: `mini-prepare --features --backend clean`'s file."),
+    ] = None,
 ) -> None:
     """The mini benchmark in one command: train each run, sample and score it at every point, write records."""
     from bench.cli.eval import results_dir, split_list
@@ -230,6 +246,7 @@ def mini_command(
         dataset=dataset,
         guidance=parse_sweep(guidance),
         val_features=val_features,
+        real_features_clean=real_features_clean,
     )
     summary = run_benchmark(opts)
     done = [k for k, v in summary["runs"].items() if v["complete"]]

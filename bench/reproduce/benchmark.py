@@ -27,6 +27,7 @@ from bench.checkpoint import TrainState
 from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.reproduce.classes import ClassScoring
+from bench.reproduce.clean import CLEAN_GUESS_S, CleanFeatures
 from bench.reproduce.mini import GUIDANCE_SWEEP, MINI_SUBDIR, Carry, model_presets, read_carry, write_json_atomic
 from bench.reproduce.reference import load_reference
 from bench.reproduce.scorer import Scorer
@@ -57,6 +58,7 @@ class BenchmarkOptions:
     dataset: str = ""  # the mini runs of this data set (bench.registry.mini_datasets); "" = the carry's
     guidance: tuple[float, ...] = GUIDANCE_SWEEP  # class-conditional carries: the sweep at the last point
     val_features: Path | None = None  # the probe's held-out features (default: beside --real-features)
+    real_features_clean: Path | None = None  # clean-fid features (`mini-prepare --features --backend clean`)
 
 
 def evaluation_points(images: int, points: int, batch: int) -> list[int]:
@@ -91,10 +93,11 @@ def mini_dataset(carry: Carry, asked: str) -> str:
     return asked or (own if own in mini_datasets() else MINI_DATASET)
 
 
-def score_guess(points: list[int], classes: ClassScoring | None, guidance: float) -> float:
-    """Seconds of sampling and scoring a run will take: one sample set per point, plus the sweep's other weights."""
+def score_guess(points: list[int], classes: ClassScoring | None, guidance: float, clean: bool = False) -> float:
+    """Seconds of sampling and scoring a run will take: one sample set per point, plus the sweep's other weights
+    (`clean`: plus clean-fid's features at the last point)."""
     if classes is None:
-        return len(points) * SCORE_GUESS_S
+        return len(points) * SCORE_GUESS_S + (CLEAN_GUESS_S if clean else 0.0)
     sets = len(points) - 1 + len({guidance, *classes.sweep})
     return sets * SCORE_GUESS_S * CFG_COST
 
@@ -131,6 +134,7 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     if info.world > 1:
         raise BenchError("`bench reproduce mini` is one process on one GPU; run it without torchrun.")
     reference = load_reference(opts.real_features, carry, info.device)
+    clean = _clean_features(opts, carry, info.device)
     classes = None
     if carry.class_names:  # class-conditional: the probe is fitted once, before any training
         from bench.reproduce.classes import class_scoring
@@ -142,9 +146,11 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     scorer = Scorer(
         reference, info.device, folder, opts.num_samples, opts.sample_batch, opts.bootstrap, env, git, opts.grid_columns
     )
-    scorer.classes = classes
+    scorer.classes, scorer.clean = classes, clean
     tag = _tag(opts)
     summary = _summary(opts, carry, env, git, points, tag)
+    if clean is not None:  # only then: without the option the provenance stays as it was
+        summary["clean_fid"] = {"reference_features": clean.reference.describe(), "resize_workers": clean.workers}
     if classes is not None:
         summary["classes"] = {"names": classes.class_names, "guidance": list(classes.sweep), **classes.protocol()}
     warm_up(info.device)
@@ -152,7 +158,7 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     for name, seed, cfg in jobs:
         key = f"{name}-seed{seed}"
         left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
-        if left < score_guess(points, classes, cfg.sample.guidance) + MIN_TRAIN_S:
+        if left < score_guess(points, classes, cfg.sample.guidance, clean is not None) + MIN_TRAIN_S:
             summary["skipped"][key] = f"{opts.deadline_s - left:.0f} s spent of the {opts.deadline_s:g} s deadline"
             print(f"[{key}] skipped: {summary['skipped'][key]}", flush=True)
             continue
@@ -185,7 +191,7 @@ def run_one(
 
     run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
-        guess = score_guess(points, scorer.classes, cfg.sample.guidance)
+        guess = score_guess(points, scorer.classes, cfg.sample.guidance, scorer.clean is not None)
         left = opts.deadline_s - (time.perf_counter() - started) - guess
         spent = trained_seconds(run_dir)  # train.max_seconds counts over resumes: a resumed run adds to it
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=spent + max(1.0, left)))
@@ -212,6 +218,18 @@ def run_one(
         "complete": state.images_seen >= points[-1],  # its points scored by this command or an earlier one
         "run_dir": str(run_dir),
     }
+
+
+def _clean_features(opts: BenchmarkOptions, carry: Carry, device: torch.device) -> CleanFeatures | None:
+    """The clean-fid scorer of --real-features-clean, its file checked (backend, images, Inception) before training."""
+    if opts.real_features_clean is None:
+        return None
+    if carry.class_names:
+        raise BenchError(
+            "--real-features-clean scores unconditional carries only; class-conditional sample sets are scored "
+            "with torch-fidelity features (--real-features)."
+        )
+    return CleanFeatures(load_reference(opts.real_features_clean, carry, device, backend="clean"), device)
 
 
 def trained_seconds(run_dir: Path) -> float:

@@ -119,25 +119,30 @@ def _reference(
     return out
 
 
-def prepare_features(cfg: DataConfig, folder: Path, device: torch.device, batch: int, progress: bool = True) -> Path:
-    """The real images' tf features as FOLDER/<dataset><res>-tf-features.safetensors (bench.reproduce.reference).
+def prepare_features(
+    cfg: DataConfig, folder: Path, device: torch.device, batch: int, progress: bool = True, backend: str = "tf"
+) -> Path:
+    """The real images' features of one FID backend as FOLDER/<dataset><res>-<backend>-features.safetensors
+    (bench.reproduce.reference): tf for `mini --real-features`, clean for `--real-features-clean`.
 
-    Features already saved beside (PREFIX-tf.npy) are reused when they reproduce the cached reference statistics;
-    otherwise they are computed again (with the statistics).
+    Features already saved beside (PREFIX-<backend>.npy) are reused when they reproduce the cached reference
+    statistics of that backend; otherwise they are computed again (with the statistics).
     """
     from bench.metrics.fid import ref_stats_path, reference_stats
     from bench.paths import cache_dir, data_root
     from bench.reproduce.reference import export_reference_features, features_path
 
     prefix = Path(folder) / f"{cfg.dataset}{cfg.res}"
-    npy, out = Path(f"{prefix}-tf.npy"), features_path(folder, cfg.dataset, cfg.res)
-    ref = ref_stats_path(cfg.dataset, cfg.res, "tf", cache_dir())
+    npy, out = Path(f"{prefix}-{backend}.npy"), features_path(folder, cfg.dataset, cfg.res, backend)
+    ref = ref_stats_path(cfg.dataset, cfg.res, backend, cache_dir())
     if npy.is_file() and ref.is_file():
         try:
             return export_reference_features(npy, ref, out, *prepared_labels(cfg, progress))
         except BenchError:
             pass  # stale features: compute them again below
-    reference_stats(cfg.dataset, cfg.res, ["tf"], device, batch, data_root(), cache_dir(), cfg.path, progress, prefix)
+    reference_stats(
+        cfg.dataset, cfg.res, [backend], device, batch, data_root(), cache_dir(), cfg.path, progress, prefix
+    )
     return export_reference_features(npy, ref, out, *prepared_labels(cfg, progress))
 
 

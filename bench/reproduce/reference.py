@@ -86,7 +86,9 @@ def export_reference_features(
     return write_features(out, feats, meta, labels, names or [])
 
 
-def read_features_file(path: Path, what: str = "Real-image features") -> tuple[Tensor, Tensor | None, dict]:
+def read_features_file(
+    path: Path, what: str = "Real-image features", prepare: str = "--features"
+) -> tuple[Tensor, Tensor | None, dict]:
     """(features, labels or None, metadata with class_names decoded) of a features file; BenchError if it is none."""
     import json
 
@@ -94,7 +96,7 @@ def read_features_file(path: Path, what: str = "Real-image features") -> tuple[T
 
     path = Path(path)
     if not path.is_file():
-        raise BenchError(f"{what} '{path}' do not exist; run `bench reproduce mini-prepare --features`.")
+        raise BenchError(f"{what} '{path}' do not exist; run `bench reproduce mini-prepare {prepare}`.")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
@@ -108,13 +110,21 @@ def read_features_file(path: Path, what: str = "Real-image features") -> tuple[T
     return feats, labels, meta
 
 
-def load_reference(path: Path, carry: Carry, device: torch.device) -> Reference:
-    """Features on `device` with their statistics; refuses other images, resolutions or Inception weights."""
+def load_reference(path: Path, carry: Carry, device: torch.device, backend: str = "tf") -> Reference:
+    """Features on `device` with their statistics; refuses another backend's features (tf samples scored against
+    clean-fid features would be a number of no protocol), other images, resolutions or Inception weights."""
     from bench.metrics.fid import FeatureStats
     from bench.metrics.inception import FID_INCEPTION_SHA256
 
     path = Path(path)
-    feats, labels, meta = read_features_file(path)
+    prepare = "--features" if backend == "tf" else f"--features --backend {backend}"
+    what = "Real-image features" if backend == "tf" else f"Real-image {backend} features"
+    feats, labels, meta = read_features_file(path, what, prepare)
+    if meta.get("backend") != backend:
+        raise BenchError(
+            f"Features '{path}' were computed with the {meta.get('backend') or 'unknown'} FID backend, not {backend}; "
+            f"run `bench reproduce mini-prepare --features --backend {backend}`."
+        )
     m = carry.manifest
     if meta.get("source_hash") != m["source_hash"] or (meta.get("dataset"), meta.get("res")) != (
         m["dataset"],
@@ -122,7 +132,7 @@ def load_reference(path: Path, carry: Carry, device: torch.device) -> Reference:
     ):
         raise BenchError(
             f"Features '{path}' come from other images than the carried latents ({m['dataset']}, "
-            f"{m['res']} px); rerun `bench reproduce mini-prepare --features` on the same data."
+            f"{m['res']} px); rerun `bench reproduce mini-prepare {prepare}` on the same data."
         )
     if meta.get("inception_sha256") != FID_INCEPTION_SHA256:
         raise BenchError(f"Features '{path}' were computed with other Inception weights.")

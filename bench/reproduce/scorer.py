@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from bench.checkpoint import TrainState
 from bench.config import RunConfig
 from bench.reproduce.classes import ClassScoring, with_guidance
+from bench.reproduce.clean import CleanFeatures
 from bench.reproduce.mini import MINI_BENCHMARK
 from bench.reproduce.reference import Reference
 
@@ -34,6 +35,7 @@ class SampleSet:
     nfe: int
     sample_s: float
     feature_s: float
+    clean: Tensor | None = None  # clean-fid features of the same images (the last point, with --real-features-clean)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Scorer:
     git: dict
     grid_columns: int
     classes: ClassScoring | None = None
+    clean: CleanFeatures | None = None  # clean-fid FID at the last point (unconditional carries)
     written: list[Path] = field(default_factory=list)
     grid_rows: list[tuple[dict, Tensor]] = field(default_factory=list)
     _extractor: object = None
@@ -61,12 +64,17 @@ class Scorer:
 
         self._extractor = make_extractor("tf", self.device)
         self._autoencoder = load_autoencoder(cfg.data.autoencoder, self.device, cfg.data.autoencoder_path)
+        if self.clean is not None:
+            self.clean.setup()
 
-    def features(self, model: nn.Module, cfg: RunConfig) -> SampleSet:
-        """Samples of seeds 0..N-1 (labels by seed), decoded once, as Inception features on the device."""
+    def features(self, model: nn.Module, cfg: RunConfig, clean: bool = False) -> SampleSet:
+        """Samples of seeds 0..N-1 (labels by seed), decoded once, as Inception features on the device (`clean`:
+        also clean-fid's features of the same images; their seconds are counted apart, in self.clean)."""
         from bench.sample import generate
 
         feats, labels, first, nfe, sample_s, feat_s = [], [], None, 0, 0.0, 0.0
+        if clean:
+            self.clean.start()
         tic = time.perf_counter()
         for batch in generate(
             model, range(self.num_samples), cfg.sample, self.sample_batch, cfg.train.precision, self._autoencoder
@@ -77,9 +85,13 @@ class Scorer:
             feats.append(torch.from_numpy(self._extractor(batch.images)).float().to(self.device))
             labels += [batch.labels] if batch.labels is not None else []
             nfe = max(nfe, batch.nfe)
+            feat_s += time.perf_counter() - mid
+            if clean:
+                self.clean.add(batch.images)  # resized on the pool while the next batch samples
             tic = time.perf_counter()
-            feat_s += tic - mid
-        return SampleSet(torch.cat(feats), first, torch.cat(labels) if labels else None, nfe, sample_s, feat_s)
+        clean_feats = self.clean.finish() if clean else None
+        labelled = torch.cat(labels) if labels else None
+        return SampleSet(torch.cat(feats), first, labelled, nfe, sample_s, feat_s, clean_feats)
 
     def score(
         self, run: str, run_dir: Path, cfg: RunConfig, state: TrainState, ema: nn.Module, point: int, points: list[int]
@@ -156,10 +168,10 @@ class Scorer:
         from bench.metrics.protocols import FIDProtocol
         from bench.reproduce.run import final_loss
 
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            fake = self.features(ema, cfg)
-        tic = time.perf_counter()
         final = point == len(points) - 1
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            fake = self.features(ema, cfg, clean=final and self.clean is not None)
+        tic = time.perf_counter()
         values = self._values(fake, final)
         score_s = time.perf_counter() - tic + fake.feature_s
         fid = FIDProtocol("tf", self.num_samples, self.reference.dataset, self.reference.res)
@@ -192,6 +204,24 @@ class Scorer:
             f"(sampling {fake.sample_s:.1f} s, scoring {score_s:.1f} s)",
             flush=True,
         )
+        if fake.clean is not None:
+            self._score_clean(cfg, fake, fid, common)
+
+    def _score_clean(self, cfg: RunConfig, fake: SampleSet, tf: object, common: dict) -> None:
+        """The clean-fid FID record of the same samples: protocol fid-clean-<n>-<dataset><res>, the tf record's
+        extra fields, its own scoring seconds (resize waits, network, distance)."""
+        tic = time.perf_counter()
+        value = self.clean.fid(fake.clean)
+        score_s = self.clean.seconds + time.perf_counter() - tic
+        extra = {**common, "score_seconds": score_s, "clean_resize_workers": self.clean.workers}
+        proto = tf.with_backend("clean")
+        self._write(cfg, proto.metric, value, proto, {}, {}, fake.nfe, extra, self.clean.reference)
+        print(
+            f"[{common['run']} seed {cfg.seed}] {common['images_seen']} images: clean FID {value:.4g} "
+            f"(clean-fid features of the same {len(fake.clean)} samples: {score_s:.1f} s added, resize on "
+            f"{self.clean.workers} threads)",
+            flush=True,
+        )
 
     def _write(
         self,
@@ -203,14 +233,16 @@ class Scorer:
         guided: dict,
         nfe: int,
         extra: dict,
+        reference: Reference | None = None,
     ) -> None:
         from bench.config import to_dict
         from bench.metrics.protocols import feature_metric_protocol
         from bench.results import run_record, write_record
 
-        protocol = fid.as_dict() if metric == "fid" else feature_metric_protocol(metric, fid, **proto_extra)
+        fid_metric = metric in ("fid", "clean_fid")
+        protocol = fid.as_dict() if fid_metric else feature_metric_protocol(metric, fid, **proto_extra)
         protocol |= guided  # the guidance weight: one protocol name per metric, the weight beside it
-        protocol["reference_features"] = self.reference.describe()
+        protocol["reference_features"] = (reference or self.reference).describe()
         record = run_record(
             cfg,
             metric,
