@@ -49,6 +49,7 @@ class TrainConfig:
     ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs; off = the papers' EMA
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
+    compile_mode: str = "default"  # with compile: default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs
     checkpoint_every: int = 50_000  # images between checkpoints
     keep_checkpoints: int = 2
     log_every: int = 1_000  # images between stats.jsonl rows

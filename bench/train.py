@@ -36,7 +36,7 @@ from bench.errors import BenchError
 from bench.interface import GenerativeModel
 from bench.runtime import configure_numerics
 from bench.train_log import TrainLogger, crossed
-from bench.train_step import LossModule, compile_loss, guarded_step, make_optimizer
+from bench.train_step import LossModule, check_graph_layout, compile_loss, compile_note, guarded_step, make_optimizer
 
 if TYPE_CHECKING:
     from bench.datasets.latents import LatentDataset
@@ -162,14 +162,18 @@ def train(
     t = cfg.train
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world
     micro, accum = _batch_layout(t, world)
+    if t.compile:
+        check_graph_layout(t.compile_mode, device, world)
     numerics = configure_numerics(device, t.precision)
     _claim_run_dir(run_dir, cfg, dist_info)
     data = _load_data(cfg, data_root, cache_dir, dist_info, progress)
     model, ema, optimizer, state = _build_and_resume(cfg, data, run_dir, dist_info)
     eager_module = _loss_module(model, dist_info)
-    loss_module = compile_loss(eager_module) if t.compile else eager_module
+    loss_module = compile_loss(eager_module, mode=t.compile_mode, device=device) if t.compile else eager_module
 
     logger = TrainLogger(run_dir, cfg, dist_info, state, progress, numerics)
+    if t.compile and (note := compile_note(t.compile_mode, device)):
+        logger.event("compile_note", reason=note)
     last_loss = float("nan")
     clock = _Budget(t.max_seconds, state, device)
     with _StopFlag() as stop:

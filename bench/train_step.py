@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from bench.config import TrainConfig
 from bench.dist import all_reduce_mean
 from bench.ema import ema_decay_at, update_ema
+from bench.errors import BenchError
 from bench.interface import GenerativeModel
 from bench.runtime import autocast
 
@@ -45,13 +46,67 @@ def draw_stage(model: nn.Module) -> int | None:
     return int(draw()) if callable(draw) else None
 
 
-def compile_loss(module: nn.Module, backend: str = "inductor") -> nn.Module:
-    """torch.compile for THE training step. fallback_random: inductor draws t and the noise with eager's RNG, so a
-    compiled run and an eager one see the same numbers under the same seeds (its loss curve matches). dynamic=False: the
-    shapes of one stage never change, so each stage compiles one static graph (no symbolic-shape kernels after a
-    second stage's shapes would otherwise mark dimensions dynamic)."""
-    options = {"fallback_random": True} if backend == "inductor" else None
-    return torch.compile(module, backend=backend, options=options, dynamic=False)  # type: ignore[return-value]
+GRAPH_MODES = ("reduce-overhead",)  # the inductor modes of bench.validate.COMPILE_MODES that capture CUDA graphs
+
+
+def uses_cuda_graphs(mode: str, device: torch.device, backend: str = "inductor") -> bool:
+    """Whether THE step's compiled loss replays CUDA graphs: an inductor graph mode on a CUDA device."""
+    return backend == "inductor" and mode in GRAPH_MODES and device.type == "cuda"
+
+
+def compile_note(mode: str, device: torch.device) -> str | None:
+    """Why a configured mode runs differently here (recorded beside the run): CUDA graphs need a CUDA device."""
+    if mode in GRAPH_MODES and device.type != "cuda":
+        return f"compile_mode {mode} captures CUDA graphs, which need a CUDA device: compiled without them on {device}"
+    return None
+
+
+def check_graph_layout(mode: str, device: torch.device, world: int) -> None:
+    """CUDA graphs in THE step are supported on one process: DDP's gradient hooks run collectives between the
+    compiled backward's graphs, which this suite neither captures nor tests."""
+    if uses_cuda_graphs(mode, device) and world > 1:
+        raise BenchError(
+            f"train.compile_mode {mode} (CUDA graphs) runs on one process only, not with {world} processes; "
+            "use train.compile_mode=default under torchrun."
+        )
+
+
+class GraphedLoss(nn.Module):
+    """The compiled loss module under CUDA graphs (inductor's cudagraph trees: one recorded graph per stage shape for
+    the forward and one for its backward; inputs are copied into the graphs' static buffers on every replay).
+
+    Outputs of a replay live in the graphs' memory pool until the next replay: THE step turns the per-sample loss into
+    a fresh mean at once, and train_step keeps accumulated gradients out of the pool (see _own_grads)."""
+
+    def __init__(self, compiled: nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, x: Tensor, y: Tensor | None, stage: int | None = None) -> Tensor:
+        # Every micro-batch is a new generation of the tree: the previous one's outputs are dead by now (its
+        # backward ran, gradients are owned), so nothing live is overwritten by this replay.
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(x, y) if stage is None else self.compiled(x, y, stage=stage)
+
+
+def compile_loss(
+    module: nn.Module, backend: str = "inductor", mode: str = "default", device: torch.device | None = None
+) -> nn.Module:
+    """torch.compile for THE training step in `mode` (bench.validate.COMPILE_MODES). fallback_random: inductor draws t
+    and the noise with eager's RNG, so a compiled run and an eager one see the same numbers under the same seeds (its
+    loss curve matches; in CUDA graphs the captured RNG kernels advance the generator as eager does). torch.compile
+    refuses mode= beside options=, so the mode's own inductor options are spelled out. dynamic=False: the shapes of
+    one stage never change, so each stage compiles one static graph (and, in graph modes, records one CUDA graph).
+    Off CUDA, graph modes compile without graphs (compile_note says so)."""
+    device = device or torch.device("cpu")
+    options = None
+    if backend == "inductor":
+        from torch._inductor import list_mode_options
+
+        effective = mode if uses_cuda_graphs(mode, device) or mode not in GRAPH_MODES else "default"
+        options = {**list_mode_options(effective, False), "fallback_random": True}
+    compiled = torch.compile(module, backend=backend, options=options, dynamic=False)
+    return GraphedLoss(compiled) if uses_cuda_graphs(mode, device, backend) else compiled  # type: ignore[return-value]
 
 
 COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "triton")
@@ -91,6 +146,7 @@ def train_step(
     optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite); `stages`, when
     given, receives each micro-batch's drawn stage. The non-finite check is the step's one host sync."""
     loss_sum = torch.zeros((), device=device)
+    graphed, owned = isinstance(loss_module, GraphedLoss), set()
     for k, (x, y) in enumerate(micro_batches):
         x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
         sync = k == accum - 1 or world == 1
@@ -102,6 +158,8 @@ def train_step(
             loss = (loss_module(x, y) if stage is None else loss_module(x, y, stage=stage)).float().mean()
         (loss / accum).backward()
         loss_sum += loss.detach() / accum
+        if graphed and k < accum - 1:
+            _own_grads(model, owned)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
     finite = bool(all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1)
     if finite:
@@ -109,6 +167,16 @@ def train_step(
         update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, step))
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm, finite
+
+
+def _own_grads(model: nn.Module, owned: set[int]) -> None:
+    """Gradients a graphed backward left in .grad may be the graph's own output memory (AccumulateGrad keeps the
+    first gradient it gets): the next micro-batch's replay would overwrite them before they are summed. A copy
+    outside the pool, once per parameter and step, keeps eager's sum (first gradient, then += each later one)."""
+    for p in model.parameters():
+        if p.grad is not None and id(p) not in owned:
+            p.grad = p.grad.clone()
+            owned.add(id(p))
 
 
 def guarded_step(

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # bench.config imports torch (SampleSpec); the CLI's start-up
 MAX_RES = 2048
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "linear")
+# torch.compile's inductor modes THE training step offers; reduce-overhead adds CUDA graphs (bench.train_step).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 NON_NEGATIVE_TRAIN_FIELDS = (
     "micro_batch", "weight_decay", "warmup_images", "grad_clip", "checkpoint_every", "log_every",
     "sample_every", "grid_size", "max_nonfinite", "max_seconds",
@@ -82,6 +84,17 @@ def check_train(t: TrainConfig) -> None:
     if t.lr_schedule not in LR_SCHEDULES:
         raise BenchError(f"Unknown train.lr_schedule '{t.lr_schedule}'; choose {', '.join(LR_SCHEDULES)}.")
     check_precision(t.precision)
+    check_compile_mode(t.compile_mode, t.compile)
+
+
+def check_compile_mode(mode: str, compile_: bool = True) -> str:
+    """A known inductor mode, and only with train.compile on (a mode without compilation would be recorded but
+    never run)."""
+    if mode not in COMPILE_MODES:
+        raise BenchError(f"Unknown train.compile_mode '{mode}'; choose {', '.join(COMPILE_MODES)}.")
+    if mode != "default" and not compile_:
+        raise BenchError(f"train.compile_mode '{mode}' needs train.compile=true (add --set train.compile=true).")
+    return mode
 
 
 def check_resolution(res: int, key: str = "data.res") -> None:

@@ -85,29 +85,41 @@ def training_command(
     warmup: int = 10,
     steps: int = 30,
     compile_: Annotated[bool, typer.Option("--compile", help="Compiled only (the same as --modes compile).")] = False,
-    modes: Annotated[str, typer.Option(help="eager, compile or both (then also the loss match).")] = "eager",
+    modes: Annotated[
+        str,
+        typer.Option(
+            help="Any of eager, compile (inductor), compile-graphs (inductor + CUDA graphs: train.compile_mode="
+            "reduce-overhead), compile-autotune (max-autotune-no-cudagraphs); eager with others: also the loss match."
+        ),
+    ] = "eager",
     profile_steps: Annotated[int, typer.Option(help="Profiled steps after timing (per-op tables per stage).")] = 0,
     precision: str = "bf16",
     out: OutOpt = None,
     tiny: TinyOpt = False,
 ) -> None:
-    """Training images/s and model FLOPs utilisation of THE training step; eager and compiled in one process
-    (`--modes eager,compile`) also compares their loss curves step by step (train_loss_match)."""
+    """Training images/s and model FLOPs utilisation of THE training step, per mode, all in one process; eager with
+    compiled modes (`--modes eager,compile,compile-graphs`) also compares each one's loss curve with eager's step by
+    step (train_loss_match)."""
     from bench.cli.eval import split_list
     from bench.perf.goals import training_goal
-    from bench.perf.suites import training_suite
+    from bench.perf.suites import TRAIN_MODES, training_suite
 
     device, folder = _setup(out)
-    wanted = ["compile"] if compile_ else split_list(modes, ("eager", "compile"), "mode")
+    wanted = ["compile"] if compile_ else split_list(modes, tuple(TRAIN_MODES), "mode")
     backbone = TINY_BACKBONE if tiny else None
     names = split_list(presets)
-    if len(set(wanted)) == 2:
+    compiled = tuple(dict.fromkeys(m for m in wanted if m != "eager"))
+    if "eager" in wanted and compiled:
         training_goal(
-            device, folder, names, batch, warmup, steps, backbone, precision=precision, profile_steps=profile_steps
-        )
+            device, folder, names, batch, warmup, steps, backbone, precision=precision, profile_steps=profile_steps,
+            modes=compiled,
+        )  # fmt: skip
         return
-    backend = "inductor" if wanted == ["compile"] else None
-    training_suite(device, folder, names, batch, warmup, steps, backend, precision, backbone, profile_steps)
+    for mode in dict.fromkeys(wanted):
+        backend, mode_name = (None, "default") if mode == "eager" else ("inductor", TRAIN_MODES[mode] or "default")
+        training_suite(
+            device, folder, names, batch, warmup, steps, backend, precision, backbone, profile_steps, mode_name
+        )  # fmt: skip
 
 
 @app.command("goals")

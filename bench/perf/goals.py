@@ -161,27 +161,42 @@ def training_goal(
     compile_backend: str = "inductor",
     precision: str = "bf16",
     profile_steps: int = 0,
-) -> dict[str, float]:
-    """Eager and compiled training of each preset; `train_loss_match` compares their losses step by step."""
-    eager = training_suite(device, out, presets, batch, warmup, steps, None, precision, backbone, profile_steps)
-    compiled = training_suite(
-        device, out, presets, batch, warmup, steps, compile_backend, precision, backbone, profile_steps
-    )
-    deviations = {}
-    for preset in presets:
-        a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])
-        rel = ((b - a).abs() / a.abs().clamp_min(1e-12)).max().item()
-        deviations[preset] = rel
-        cfg = resolve(preset=preset)
-        protocol = {
-            "name": f"train-b{batch}-{precision}-compile-vs-eager{'' if device.type == 'cuda' else '-cpu'}",
-            "compile_backend": compile_backend,
-            "batch": batch,
-            "steps": warmup + steps,
-            "tolerance": f"max relative loss difference per step <= {LOSS_TOLERANCE}",
-        }
-        extra = {"eager_losses": eager[preset], "compiled_losses": compiled[preset], **goal(rel, LOSS_TOLERANCE, "<=")}
-        _record(cfg, "train_loss_match", rel, "relative", protocol, device, extra, out)
+    modes: tuple[str, ...] = ("compile",),
+) -> dict[str, dict[str, float]]:
+    """Eager training of each preset, then each compiled mode of `modes` (bench.perf.suites.TRAIN_MODES), all in one
+    process under the same seeds; a `train_loss_match` record per preset and mode compares the losses step by step
+    (and whether the RNG states after the timed steps agree: the same random draws). Returns {preset: {mode: dev}}."""
+    from bench.perf.suites import TRAIN_MODES
+
+    digests: dict[str, dict[str, str]] = {"eager": {}}
+    args = (device, out, presets, batch, warmup, steps)
+    eager = training_suite(*args, None, precision, backbone, profile_steps, rng_digests=digests["eager"])
+    deviations: dict[str, dict[str, float]] = {p: {} for p in presets}
+    for mode in modes:
+        digests[mode] = {}
+        compiled = training_suite(
+            *args, compile_backend, precision, backbone, profile_steps, TRAIN_MODES[mode] or "default", digests[mode]
+        )
+        for preset in presets:
+            a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])
+            rel = ((b - a).abs() / a.abs().clamp_min(1e-12)).max().item()
+            deviations[preset][mode] = rel
+            cfg = resolve(preset=preset)
+            protocol = {
+                "name": f"train-b{batch}-{precision}-{mode}-vs-eager{'' if device.type == 'cuda' else '-cpu'}",
+                "compile_backend": compile_backend,
+                "compile_mode": TRAIN_MODES[mode],
+                "batch": batch,
+                "steps": warmup + steps,
+                "tolerance": f"max relative loss difference per step <= {LOSS_TOLERANCE}",
+            }
+            extra = {
+                "eager_losses": eager[preset],
+                "compiled_losses": compiled[preset],
+                "rng_match": digests[mode][preset] == digests["eager"][preset],
+                **goal(rel, LOSS_TOLERANCE, "<="),
+            }
+            _record(cfg, "train_loss_match", rel, "relative", protocol, device, extra, out)
     return deviations
 
 

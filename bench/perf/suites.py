@@ -203,6 +203,22 @@ def forward_suite(
             del model
 
 
+# `bench perf training --modes`: THE step eager, or compiled in one of train.compile_mode's inductor modes.
+TRAIN_MODES: dict[str, str | None] = {
+    "eager": None,
+    "compile": "default",
+    "compile-graphs": "reduce-overhead",
+    "compile-autotune": "max-autotune-no-cudagraphs",
+}
+
+
+def train_mode_label(compile_backend: str | None, compile_mode: str = "default") -> str:
+    """The --modes name of a backend and inductor mode (eager when not compiled)."""
+    if not compile_backend:
+        return "eager"
+    return next(k for k, v in TRAIN_MODES.items() if v == compile_mode)
+
+
 def training_suite(
     device: torch.device,
     out: Path,
@@ -214,32 +230,41 @@ def training_suite(
     precision: str = "bf16",
     backbone: dict | None = None,
     profile_steps: int = 0,
+    compile_mode: str = "default",
+    rng_digests: dict[str, str] | None = None,
 ) -> dict[str, list[float]]:
     """Images/s of THE training step (forward, backward, AdamW, EMA) on random latents, with MFU from fvcore counts.
 
-    Returns the per-step losses so that compiled and eager runs can be compared under the same seeds. With
-    `profile_steps`, that many further steps run under torch.profiler and each drawn stage's first profiled step
-    becomes a per-op table (CUDA time, launch counts) in `<out>/profiles/<preset>-train-b<batch>-<mode>.txt`.
+    Returns the per-step losses so that compiled and eager runs can be compared under the same seeds (`rng_digests`,
+    when given, receives a digest of the RNG states after the timed steps: equal digests mean equal random draws).
+    `compile_mode` is train.compile_mode's inductor mode. With `profile_steps`, that many further steps run under
+    torch.profiler and each drawn stage's first profiled step becomes a per-op table (CUDA time, launch counts) in
+    `<out>/profiles/<preset>-train-b<batch>-<mode>.txt`.
     """
+    from bench.train_step import compile_note
+
     numerics = configure_numerics(device, precision)
     losses = {}
-    mode = "compile" if compile_backend else "eager"
+    mode = train_mode_label(compile_backend, compile_mode)
     for preset in presets:
         cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
         stages: list[int] = []
-        step = make_train_step(model, cfg, device, compile_backend, precision, stages)
+        step = make_train_step(model, cfg, device, compile_backend, precision, stages, compile_mode)
         elapsed, losses[preset] = _timed_training(step, model, device, batch, warmup, steps)
+        digest = rng_digest(device)
+        if rng_digests is not None:
+            rng_digests[preset] = digest
         images_per_s = batch * steps / elapsed
         train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
         achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
         peak = peak_tflops(device)
-        name = f"train-b{batch}-{precision}{'-compile' if compile_backend else ''}{_device_token(device)}"
         protocol = {
-            "name": name,
+            "name": f"train-b{batch}-{precision}{'' if mode == 'eager' else '-' + mode}{_device_token(device)}",
             "batch": batch,
             "precision": precision,
             "compile": compile_backend is not None,
             "compile_backend": compile_backend,
+            "compile_mode": compile_mode if compile_backend else None,
             "warmup_steps": warmup,
             "timed_steps": steps,
             "optimizer": "AdamW (fused on CUDA)",
@@ -255,8 +280,11 @@ def training_suite(
             "train_gmacs_per_image": train_gmacs,
             "numerics": numerics,
             "losses": losses[preset],
+            "rng_digest_after_timed_steps": digest,
             **_stage_summary(stages, warmup),
         }
+        if compile_backend and (note := compile_note(compile_mode, device)):
+            extra["compile_note"] = note
         if profile_steps > 0:
             from bench.perf.profiling import profile_training_steps
 
@@ -270,14 +298,30 @@ def training_suite(
     return losses
 
 
+def rng_digest(device: torch.device) -> str:
+    """A short hash of the CPU RNG state and, on CUDA, the device generator's (seed, offset)."""
+    import hashlib
+
+    state = torch.get_rng_state().numpy().tobytes()
+    if device.type == "cuda":
+        state += torch.cuda.get_rng_state(device).numpy().tobytes()
+    return hashlib.sha256(state).hexdigest()[:16]
+
+
 def _stage_summary(stages: list[int], warmup: int) -> dict[str, Any]:
-    """Which stages the timed steps drew, and whether each had already run in the warm-up (a compiled step that
-    meets a stage for the first time compiles inside the timed window)."""
+    """Which stages the warm-up and the timed steps drew, and whether each timed stage had already run in the
+    warm-up (a compiled step that meets a stage for the first time compiles inside the timed window; under CUDA
+    graphs a stage is recorded on its second call, so `stages_warmed_up_twice` says whether timing saw replays only)."""
     if not stages:
         return {}
-    timed = stages[warmup:]
+    timed, early = stages[warmup:], stages[:warmup]
     counts = {str(s): timed.count(s) for s in sorted(set(stages))}
-    return {"timed_stage_counts": counts, "stages_warmed_up": set(timed) <= set(stages[:warmup])}
+    return {
+        "timed_stage_counts": counts,
+        "warmup_stage_counts": {str(s): early.count(s) for s in sorted(set(stages))},
+        "stages_warmed_up": set(timed) <= set(early),
+        "stages_warmed_up_twice": all(early.count(s) >= 2 for s in set(timed)),
+    }
 
 
 def make_train_step(
@@ -287,9 +331,11 @@ def make_train_step(
     compile_backend: str | None,
     precision: str,
     stages: list[int] | None = None,
+    compile_mode: str = "default",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """THE training step (bench.train.train_step: clipping, non-finite check, fused AdamW on GPUs, EMA) on one batch
-    of latents at the config's learning rate; returns the detached loss. `stages` collects the drawn stages."""
+    of latents at the config's learning rate, compiled in `compile_mode` when a backend is given; returns the
+    detached loss. `stages` collects the drawn stages."""
     import copy
     import dataclasses
     import itertools
@@ -301,7 +347,7 @@ def make_train_step(
     opt = make_optimizer(model, t, device)
     loss_fn: Any = LossModule(model)
     if compile_backend:
-        loss_fn = compile_loss(loss_fn, compile_backend)
+        loss_fn = compile_loss(loss_fn, compile_backend, compile_mode, device)
     steps = itertools.count()  # the step index drives the EMA warm-up, as in training
 
     def step(x: torch.Tensor) -> torch.Tensor:
