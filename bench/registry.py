@@ -43,8 +43,9 @@ class Family:
     mini_default: tuple[str, ...] = ()  # runs besides the headline one that `bench reproduce mini` trains by default
     mini_ablations: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # axis -> (run, label)
     paper_better_than: str = ""  # the family the paper's CelebA-HQ 256 FID puts behind this one ("" none)
-    # Mini runs on other data sets (`bench reproduce mini --dataset`): data set -> run name -> preset; the first run
-    # of each is the family's headline run there. Run names match mini_runs' so tables line up across data sets.
+    # Mini runs on other data sets (`bench reproduce mini --dataset`) or at another resolution of one (key data set +
+    # px, "celebahq256", picked by a carry of that resolution): key -> run name -> preset; the first run of each is
+    # the family's headline run there. Run names match mini_runs' so tables line up across data sets.
     mini_sets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # Cost hooks: "module:attr" of `scales(model: dict, latent_side: int) -> int` (None: one scale), the NFE of the
     # paper's CelebA-HQ 256 sampler (None: not reported), the module whose masked_attention/prefix_attention
@@ -188,7 +189,10 @@ register(
             ),
         },
         paper_better_than="lfm",
-        mini_sets={"imagenette": {"lapflow": "lapflow-imagenette128-mini"}},
+        mini_sets={
+            "imagenette": {"lapflow": "lapflow-imagenette128-mini"},
+            "celebahq256": {"lapflow": "lapflow-celebahq256-mini"},
+        },
         scales="models.lapflow.config:scales_of",
         paper_nfe=80,  # CelebA-HQ 256 (METHODS.md section 5)
         attention="models.lapflow.attention",
@@ -206,7 +210,7 @@ register(
         color="tab:blue",
         role="reference",
         mini_runs={"lfm": "lfm-celebahq128-mini", "lfm-ts1000": "lfm-celebahq128-mini-ts1000"},
-        mini_sets={"imagenette": {"lfm": "lfm-imagenette128-mini"}},
+        mini_sets={"imagenette": {"lfm": "lfm-imagenette128-mini"}, "celebahq256": {"lfm": "lfm-celebahq256-mini"}},
         paper_better_than="pyramidal-flow",
         paper_nfe=89,  # CelebA-HQ 256 (METHODS.md section 5)
     )
@@ -224,7 +228,10 @@ register(
             "pyramidal-flow": "pyramidal-flow-celebahq128-mini",
             "pyramidal-flow-ts1000": "pyramidal-flow-celebahq128-mini-ts1000",
         },
-        mini_sets={"imagenette": {"pyramidal-flow": "pyramidal-flow-imagenette128-mini"}},
+        mini_sets={
+            "imagenette": {"pyramidal-flow": "pyramidal-flow-imagenette128-mini"},
+            "celebahq256": {"pyramidal-flow": "pyramidal-flow-celebahq256-mini"},
+        },
     )
 )
 register(
@@ -238,7 +245,10 @@ register(
         color="tab:purple",
         mini_runs={"dit": "dit-celebahq128-mini"},
         # cfg3: guidance on the first 3 of 4 latent channels, as DiT's released sampler (an option, not the default)
-        mini_sets={"imagenette": {"dit": "dit-imagenette128-mini", "dit-cfg3": "dit-imagenette128-mini-cfg3"}},
+        mini_sets={
+            "imagenette": {"dit": "dit-imagenette128-mini", "dit-cfg3": "dit-imagenette128-mini-cfg3"},
+            "celebahq256": {"dit": "dit-celebahq256-mini"},
+        },
         perf_forward=False,  # its network is LFM's DiT forward
     )
 )

@@ -84,6 +84,14 @@ def mini_imagenette(preset: dict, model: dict | None = None) -> dict:
     return out
 
 
+def mini_at_256(preset: dict) -> dict:
+    """A family's CelebA-HQ 128 px mini preset at 256 px: TAESD latents 4x32x32, the paper's token geometry at B/2
+    (256 fine tokens; 64 on the coarse scale or first stage); backbone, optimiser, budget and sampler unchanged."""
+    out = copy.deepcopy(preset)
+    out["data"] = {**out["data"], "res": 256}
+    return out
+
+
 # Time-embedding ablation (issue #14): t in [0, 1] into DiT's sinusoidal embedding (periods up to 10^4 time units)
 # leaves most frequencies nearly constant; x1000 spreads t over them as DiT's integer timesteps do. Flow families only.
 MINI_TIME_SCALE = 1000.0

@@ -12,6 +12,7 @@ from models.presets_common import (
     TINY_BACKBONE,
     TINY_TRAIN,
     imagenette_tiny,
+    mini_at_256,
     mini_imagenette,
 )
 from models.sizes import BackboneConfig
@@ -78,6 +79,7 @@ PRESETS: dict[str, dict] = {
 PRESETS["dit-imagenette-tiny"] = imagenette_tiny(PRESETS["dit-tiny"])
 # Class-conditional mini benchmark: DiT's recipe guidance (1.5 for B/2) on all channels; -cfg3 guides only the first
 # 3 of 4 eps channels, as DiT's released sampler does (the option METHODS section 4 names).
+PRESETS["dit-celebahq256-mini"] = mini_at_256(PRESETS["dit-celebahq128-mini"])
 PRESETS["dit-imagenette128-mini"] = mini_imagenette(PRESETS["dit-celebahq128-mini"])
 PRESETS["dit-imagenette128-mini-cfg3"] = mini_imagenette(
     PRESETS["dit-celebahq128-mini"], {"guidance_channels": DIT_RELEASE_GUIDANCE_CHANNELS}

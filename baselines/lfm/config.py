@@ -11,6 +11,7 @@ from models.presets_common import (
     celebahq_recipe,
     imagenet_recipe,
     imagenette_tiny,
+    mini_at_256,
     mini_flow_preset,
     mini_imagenette,
     with_time_scale,
@@ -43,4 +44,5 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["lfm-imagenette-tiny"] = imagenette_tiny(PRESETS["lfm-tiny"])
 PRESETS["lfm-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lfm-celebahq128-mini"])  # time-embedding ablation
+PRESETS["lfm-celebahq256-mini"] = mini_at_256(PRESETS["lfm-celebahq128-mini"])
 PRESETS["lfm-imagenette128-mini"] = mini_imagenette(PRESETS["lfm-celebahq128-mini"])  # class-conditional mini

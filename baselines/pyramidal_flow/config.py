@@ -12,6 +12,7 @@ from models.presets_common import (
     TINY_BACKBONE,
     TINY_TRAIN,
     imagenette_tiny,
+    mini_at_256,
     mini_imagenette,
     with_time_scale,
 )
@@ -85,4 +86,5 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["pyramidal-flow-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["pyramidal-flow-celebahq128-mini"])
 PRESETS["pyramidal-flow-imagenette-tiny"] = imagenette_tiny(PRESETS["pyramidal-flow-tiny"])
+PRESETS["pyramidal-flow-celebahq256-mini"] = mini_at_256(PRESETS["pyramidal-flow-celebahq128-mini"])
 PRESETS["pyramidal-flow-imagenette128-mini"] = mini_imagenette(PRESETS["pyramidal-flow-celebahq128-mini"])

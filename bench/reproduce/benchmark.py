@@ -83,14 +83,18 @@ def run_config(carry: Carry, preset: str, name: str, seed: int, opts: BenchmarkO
 
 
 def mini_dataset(carry: Carry, asked: str) -> str:
-    """The data set whose mini runs train on this carry: --dataset (it must be the carry's), else the carry's own
-    when it has mini runs, else the CelebA-HQ runs (a carry of another data set trains those presets on its data)."""
+    """The mini-run set that trains on this carry: the carry's data set at its resolution ("celebahq256") when such a
+    set exists, else its data set's, else the CelebA-HQ runs (another data set trains those presets on its data).
+    --dataset, when given, must name the carry's data set."""
     from bench.registry import MINI_DATASET, mini_datasets
 
     own = str(carry.manifest["dataset"])
-    if asked and asked != own:
+    at_res = f"{own}{carry.manifest['res']}"
+    if asked and asked not in (own, at_res):
         raise BenchError(f"--dataset {asked} does not match the carry '{carry.folder}', which holds {own} latents.")
-    return asked or (own if own in mini_datasets() else MINI_DATASET)
+    if at_res in mini_datasets():
+        return at_res
+    return asked or (own if own in mini_datasets() else MINI_DATASET)  # an unknown --dataset is refused later
 
 
 def score_guess(points: list[int], classes: ClassScoring | None, guidance: float, clean: bool = False) -> float:

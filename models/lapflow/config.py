@@ -18,6 +18,7 @@ from models.presets_common import (
     celebahq_recipe,
     imagenet_recipe,
     imagenette_tiny,
+    mini_at_256,
     mini_flow_preset,
     mini_imagenette,
     with_model,
@@ -96,4 +97,5 @@ PRESETS: dict[str, dict] = {
 PRESETS["lapflow-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lapflow-celebahq128-mini"])
 PRESETS["lapflow-imagenette-tiny"] = imagenette_tiny(PRESETS["lapflow-tiny"])
 # Class-conditional mini benchmark on Imagenette: the CelebA-HQ mini preset with 10 classes and CFG.
+PRESETS["lapflow-celebahq256-mini"] = mini_at_256(PRESETS["lapflow-celebahq128-mini"])
 PRESETS["lapflow-imagenette128-mini"] = mini_imagenette(PRESETS["lapflow-celebahq128-mini"])
