@@ -16,6 +16,7 @@ import torch
 
 from bench.cli.app import app
 from bench.metrics.fid import make_extractor as real_make_extractor  # before cheap_fid replaces it in the module
+from tests.conftest import SHARED_DATA, requires_shared_data
 from tests.test_reproduce_benchmark import real_features
 from tests.test_reproduce_mini import TINY, cheap_fid, fabricated_carry, invoke, needs_taesd, runner  # noqa: F401
 
@@ -114,6 +115,17 @@ def test_clean_fid_at_the_last_point_is_clean_fid_of_the_same_samples(
             assert {k: v for k, v in r.extra.items() if k not in TIMING} == {
                 k: v for k, v in other.extra.items() if k not in TIMING
             }
+    # the report's headline table gains the clean FID column (and only with clean records)
+    from bench.report.build import generate
+
+    paper = Path(__file__).parents[1] / "results" / "paper"
+    tables = {
+        name: generate(folder, tmp_path / "no-runs", paper, with_plots=False).files["tables.md"].decode()
+        for name, folder in (("clean", tmp_path / "results"), ("plain", plain))
+    }
+    assert "clean FID [fid-clean-6-celebahq64]" in tables["clean"] and "clean FID" not in tables["plain"]
+    row = next(line for line in tables["clean"].splitlines() if line.startswith("| LFM | lfm |"))
+    assert f"| {rec.value:.2f} |" in row
     summary = next((tmp_path / "results" / "mini" / "celebahq64" / "provenance").glob("*.json"))
     assert json.loads(summary.read_text())["clean_fid"]["reference_features"]["backend"] == "clean"
     assert "clean_fid" not in json.loads(
@@ -157,3 +169,36 @@ def test_bad_clean_features_stop_the_command_before_training(
     assert result.exit_code == 1 and re.search(message, result.output), result.output
     assert result.output.count("error:") == 1 and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()  # nothing trained or written
+
+
+@requires_shared_data("celebahq-5k-512")
+def test_prepare_writes_clean_features_checked_against_the_clean_statistics(
+    tmp_path: Path,
+    cheap_fid: None,  # noqa: F811
+) -> None:
+    import shutil
+
+    from bench.errors import BenchError
+    from bench.metrics import fid
+    from bench.paths import cache_dir
+    from bench.reproduce.mini import Carry
+    from bench.reproduce.reference import load_reference, read_features_file
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    for i in range(12):
+        shutil.copyfile(SHARED_DATA / "celebahq-5k-512" / f"{i}.jpg", data / f"{i}.jpg")
+    ref = tmp_path / "ref"
+    out = invoke("reproduce", "mini-prepare", "--path", data, "--res", 64, "--no-latents", "--features",
+                 "--backend", "clean", "--features-dir", ref).output  # fmt: skip
+    path = ref / "celebahq64-clean-features.safetensors"
+    assert f"Real-image features: {path}" in out and "clean features:" in out
+    assert not (ref / "celebahq64-tf-features.safetensors").exists()  # --backend clean: clean only
+    feats, labels, meta = read_features_file(path)
+    stats = fid.load_stats(fid.ref_stats_path("celebahq", 64, "clean", cache_dir()))
+    assert meta["backend"] == "clean" and meta["count"] == "12" and labels is None and stats.backend == "clean"
+    assert np.allclose(feats.double().numpy().mean(0), stats.mu, atol=1e-5)  # the cached clean statistics
+    carry = Carry(tmp_path, {"dataset": "celebahq", "res": 64, "source_hash": meta["source_hash"]})
+    assert load_reference(path, carry, torch.device("cpu"), backend="clean").n == 12
+    with pytest.raises(BenchError, match="computed with the clean FID backend, not tf"):
+        load_reference(path, carry, torch.device("cpu"))

@@ -75,11 +75,12 @@ class CleanFeatures:
         return torch.cat(self._features)
 
     def _take(self) -> None:
-        from cleanfid.fid import get_batch_features
-
+        # the network is called directly, not through cleanfid.fid: that module imports `requests` (its downloads),
+        # which the GPU machine may lack; cleanfid.resize needs only PIL, NumPy and torch
         arr = np.stack([f.result() for f in self._pending.pop(0)])  # float32 [B, 299, 299, 3] in [0, 255]
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-        self._features.append(torch.from_numpy(get_batch_features(x, self._net, self.device)).float().to(self.device))
+        with torch.inference_mode():
+            self._features.append(self._net(x.to(self.device)).float())
 
     def fid(self, features: Tensor) -> float:
         """FID of the samples' clean features against the reference's (float64 statistics, bench.metrics.fid)."""

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bench.checkpoint import TrainState
 from bench.config import RunConfig
+from bench.metrics.protocols import FIDProtocol
 from bench.reproduce.classes import ClassScoring, with_guidance
 from bench.reproduce.clean import CleanFeatures
 from bench.reproduce.mini import MINI_BENCHMARK
@@ -165,7 +166,6 @@ class Scorer:
         points: list[int],
         grid_row: bool = True,
     ) -> None:
-        from bench.metrics.protocols import FIDProtocol
         from bench.reproduce.run import final_loss
 
         final = point == len(points) - 1
@@ -207,7 +207,7 @@ class Scorer:
         if fake.clean is not None:
             self._score_clean(cfg, fake, fid, common)
 
-    def _score_clean(self, cfg: RunConfig, fake: SampleSet, tf: object, common: dict) -> None:
+    def _score_clean(self, cfg: RunConfig, fake: SampleSet, tf: FIDProtocol, common: dict) -> None:
         """The clean-fid FID record of the same samples: protocol fid-clean-<n>-<dataset><res>, the tf record's
         extra fields, its own scoring seconds (resize waits, network, distance)."""
         tic = time.perf_counter()
