@@ -247,6 +247,12 @@ def training_suite(
     losses = {}
     mode = train_mode_label(compile_backend, compile_mode)
     for preset in presets:
+        if compile_backend:
+            # As in a fresh process: THE loss module's forward is one code object for every preset and mode, so
+            # dynamo's cache entries (and their per-code recompile limit) and the CUDA graph pools would pile up.
+            import torch._dynamo as dynamo  # `import torch._dynamo` would make `torch` local to this function
+
+            dynamo.reset()
         cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
         stages: list[int] = []
         step = make_train_step(model, cfg, device, compile_backend, precision, stages, compile_mode)
