@@ -1,10 +1,10 @@
 """clean-fid FID of a run's last point in `bench reproduce mini` (the second column, DESIGN.md): the same decoded,
 quantised samples as the tf metrics, through clean-fid's own PIL-bicubic resize and the same offline Inception.
 
-The resize is the CPU cost (~6 ms a 128 px image on one core; the network is a few seconds on a GPU), so each batch's
-images are resized on a thread pool as soon as the batch is decoded (Pillow and NumPy release the GIL), while the
-GPU samples the next batch; their features are taken one batch later. The seconds this adds to the point are the
-main thread's waits and network calls, printed and recorded.
+The resize is the CPU cost (~6 ms a 128 px image on one core here; the network runs on the scoring device), so each
+batch's images are resized on a thread pool as soon as the batch is decoded (Pillow and NumPy release the GIL),
+while the GPU samples the next batches; their features are taken IN_FLIGHT batches later. The seconds this adds to
+the point are the main thread's waits and network calls, printed and recorded.
 """
 
 from __future__ import annotations
