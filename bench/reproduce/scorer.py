@@ -260,13 +260,18 @@ class Scorer:
 
 
 def compile_state(cfg: RunConfig, run_dir: Path) -> dict:
-    """Whether the run trains compiled: the config's train.compile, unless the loop fell back to eager (its note)."""
+    """How the run trained: eager, or compiled in train.compile_mode; the loop's note when the mode could not apply
+    here (CUDA graphs off CUDA) and, when compiling failed, eager with the reason (stats.jsonl events)."""
+    if not cfg.train.compile:
+        return {"compile": False}
     path = run_dir / "stats.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
     fallback = next((r for r in rows if r.get("event") == "compile_fallback"), None)
-    if cfg.train.compile and fallback is not None:
+    if fallback is not None:
         return {
             "compile": False,
             "compile_note": f"compile failed at {fallback['images']} images: {fallback['reason']}",
         }
-    return {"compile": cfg.train.compile}
+    state = {"compile": True, "compile_mode": cfg.train.compile_mode}
+    note = next((r for r in rows if r.get("event") == "compile_note"), None)
+    return {**state, "compile_note": note["reason"]} if note is not None else state
