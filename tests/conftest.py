@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENCH_SHARED", REPO.parent / "shared"))
@@ -44,3 +45,11 @@ def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 def requires_shared_data(name: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(), reason=f"{SHARED_DATA / name} is not available")
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    """The GPU for tests marked `gpu` (`pytest -m gpu`); skips where there is none."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    return torch.device("cuda")

@@ -78,18 +78,12 @@ def test_graphed_network_runs_eagerly_where_graphs_do_not_apply() -> None:
 # on the GPU
 
 
-def _cuda() -> torch.device:
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    return torch.device("cuda")
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("solver", ["preset", "heun"])
-def test_cuda_graphs_replay_the_eager_sampler(family: str, solver: str) -> None:
+def test_cuda_graphs_replay_the_eager_sampler(family: str, solver: str, cuda_device: torch.device) -> None:
     """Same kernels, so the same latents; Heun keeps the first velocity across a replay (outputs are copies)."""
-    device = _cuda()
+    device = cuda_device
     if family == "dit" and solver == "heun":
         pytest.skip("DiT samples with its diffusion sampler only")
     spec = tiny_spec(family)
@@ -109,8 +103,8 @@ def test_cuda_graphs_replay_the_eager_sampler(family: str, solver: str) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_inductor_with_cuda_graphs_matches_eager(family: str, precision: str) -> None:
-    device = _cuda()
+def test_inductor_with_cuda_graphs_matches_eager(family: str, precision: str, cuda_device: torch.device) -> None:
+    device = cuda_device
     if family == "dit" and precision == "bf16":
         # On the H200, 27 of 2304 values of the 6-step stochastic DDPM trajectory left the bf16 tolerance (up to 1.19);
         # the fp32 case checks the compiled DiT network itself at 1e-4.

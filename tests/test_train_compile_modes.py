@@ -163,29 +163,23 @@ def test_perf_training_modes_record_each_mode_and_its_loss_match(tmp_path: Path)
     assert bad.exit_code != 0 and "Unknown mode 'turbo'" in bad.output
 
 
-def _cuda() -> torch.device:
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    return torch.device("cuda")
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", PRESETS)
-def test_graphed_training_step_replays_and_follows_eager(preset: str) -> None:
+def test_graphed_training_step_replays_and_follows_eager(preset: str, cuda_device: torch.device) -> None:
     """8 steps: LapFlow draws both stages (a graph each, recorded on its second call, then replayed)."""
     from torch._dynamo.utils import counters
 
-    device = _cuda()
+    device = cuda_device
     counters.clear()
     _assert_follows_eager(preset, device, "reduce-overhead", steps=8)
     assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])
 
 
 @pytest.mark.gpu
-def test_graphed_accumulation_sums_micro_batches_like_eager() -> None:
+def test_graphed_accumulation_sums_micro_batches_like_eager(cuda_device: torch.device) -> None:
     import torch._dynamo
 
-    device = _cuda()
+    device = cuda_device
     results = []
     for compiled in (False, True):
         torch._dynamo.reset()
