@@ -1,11 +1,10 @@
-"""Reading, verifying and cropping image files (numpy + PIL only, so worker processes start cheaply)."""
+"""Reading, verifying and cropping image files (numpy + PIL only)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import sys
 from collections.abc import Iterator, Sequence
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm")
 RESIZE_REDUCING_GAP = 3.0  # Pillow: integer pre-reduction this far above the target is indistinguishable from exact
-POOL_MIN_FILES = 256  # below this, worker start-up costs more than it saves
+POOL_MIN_FILES = 256  # below this, a pool costs more than it saves
 MAX_WORKERS = 2  # the development machines have 2 cores shared by several processes
 
 
@@ -77,16 +76,16 @@ def load_item(job: tuple[str, int, str]) -> tuple[np.ndarray | None, str | None]
 
 
 def load_items(files: Sequence[Path], res: int, crop: str) -> Iterator[tuple[np.ndarray | None, str | None]]:
-    """load_item over files in order, with a small forked pool for big lists on Linux.
+    """load_item over files in order, on a small thread pool for big lists.
 
-    fork (not spawn/forkserver) so that callers' scripts need no `if __name__ == "__main__"` guard; the workers use
-    only PIL and numpy, never torch, so forking a process that has torch loaded is safe (as in DataLoader workers).
+    Threads, not forked processes: Pillow releases the GIL while it decodes and resizes, and a process forked from
+    one that runs other threads (torch's, tqdm's) can inherit a held lock; a forked worker once hung at exit that way
+    during `mini-prepare`, stopping the command until it was killed.
     """
     jobs = [(str(p), res, crop) for p in files]
     workers = min(MAX_WORKERS, os.cpu_count() or 1)
-    if len(jobs) < POOL_MIN_FILES or workers < 2 or not sys.platform.startswith("linux"):
+    if len(jobs) < POOL_MIN_FILES or workers < 2:
         yield from map(load_item, jobs)
         return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers) as pool:
+    with ThreadPool(workers) as pool:
         yield from pool.imap(load_item, jobs, chunksize=16)
