@@ -333,7 +333,7 @@ def performance_tables(records: list[Loaded], paper: PaperData) -> list[Table]:
                 *_label_cells(i.record),
                 Cell(i.record.protocol_name),
                 Cell(gpu_of(i.record)),
-                _number(i.record.extra.get("batch"), fmt_nfe),
+                _number(i.record.extra.get("batch", i.record.protocol.get("batch")), fmt_nfe),  # perf: in protocol
                 value_cell(i, 1, GROUPS["time"], notes),
                 _number(i.record.extra.get("mfu")),
             ]
