@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch._dynamo.utils import counters
 
-from bench.perf.suites import _build, make_train_step
+from bench.perf.harness import build, make_train_step
 from bench.train_step import LossModule, draw_stage
 from models.lapflow.attention import attend
 from models.lapflow.mot import MoTDiT
@@ -93,7 +93,7 @@ def _reference_pyramidal_loss(model: nn.Module, x: Tensor, y: Tensor | None) -> 
 
 @pytest.mark.parametrize(("batch", "stages"), [(6, 2), (7, 3), (2, 3)])
 def test_pyramidal_strided_stage_rows_equal_the_nonzero_gather(batch: int, stages: int) -> None:
-    _, model = _build("pyramidal-flow-tiny", 32, CPU, TINY, stages=stages)
+    _, model = build("pyramidal-flow-tiny", 32, CPU, TINY, stages=stages)
     _nontrivial(model).train()
     x = torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(2))
     results = []
@@ -111,7 +111,7 @@ def test_pyramidal_strided_stage_rows_equal_the_nonzero_gather(batch: int, stage
 
 def test_lapflow_stage_drawn_before_the_loss_module_equals_the_loss_drawing_it() -> None:
     """THE step draws LapFlow's stage outside the loss (and outside torch.compile) with the same RNG call."""
-    _, model = _build("lapflow-tiny", 32, CPU, TINY)
+    _, model = build("lapflow-tiny", 32, CPU, TINY)
     _nontrivial(model).train()
     module = LossModule(model)
     x = torch.randn(4, *model.latent_shape, generator=torch.Generator().manual_seed(4))
@@ -134,7 +134,7 @@ def _compiled_steps(preset: str, steps: int, backend: str = "eager") -> tuple[li
 
     torch._dynamo.reset()
     counters.clear()
-    cfg, model = _build(preset, 32, CPU, TINY)
+    cfg, model = build(preset, 32, CPU, TINY)
     _nontrivial(model).train()
     stages: list[int] = []
     step = make_train_step(model, cfg, CPU, backend, "fp32", stages=stages)

@@ -20,7 +20,7 @@ from torch import nn
 from bench.config import parse_set, resolve
 from bench.dist import DistInfo
 from bench.errors import BenchError
-from bench.perf.suites import _build, make_train_step, rng_digest
+from bench.perf.harness import build, make_train_step, rng_digest
 from bench.train_step import (
     GraphedLoss,
     LossModule,
@@ -55,7 +55,7 @@ def _steps(
     import torch._dynamo
 
     torch._dynamo.reset()
-    cfg, model = _build(preset, 32, device, TINY)
+    cfg, model = build(preset, 32, device, TINY)
     _nontrivial(model)
     stages: list[int] = []
     step = make_train_step(model, cfg, device, backend, "fp32", stages, mode)
@@ -105,7 +105,7 @@ def test_accumulated_micro_batches_of_a_graphed_loss_sum_gradients_like_eager() 
     results = []
     for graphed in (False, True):
         torch.manual_seed(0)
-        cfg, model = _build("lapflow-tiny", 32, CPU, TINY)
+        cfg, model = build("lapflow-tiny", 32, CPU, TINY)
         _nontrivial(model)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = make_optimizer(model, cfg.train, CPU)
@@ -183,7 +183,7 @@ def test_graphed_accumulation_sums_micro_batches_like_eager(cuda_device: torch.d
     results = []
     for compiled in (False, True):
         torch._dynamo.reset()
-        cfg, model = _build("lapflow-tiny", 32, device, TINY)
+        cfg, model = build("lapflow-tiny", 32, device, TINY)
         _nontrivial(model)
         ema = copy.deepcopy(model).requires_grad_(False)
         opt = make_optimizer(model, cfg.train, device)

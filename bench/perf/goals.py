@@ -24,7 +24,8 @@ import torch
 from bench import registry
 from bench.config import resolve
 from bench.metrics.timing import TimingProtocol, synchronize, time_sampling
-from bench.perf.suites import LAYOUT_BATCH, _build, _record, training_suite
+from bench.perf.harness import LAYOUT_BATCH, build, record
+from bench.perf.suites import training_suite
 
 # Goal thresholds, stored in each goal record (`extra.goal`: value and "<=" or ">=").
 SAMPLER_RATIO_GOAL = 0.70
@@ -83,7 +84,7 @@ def sampler_goal(
     ref, meth = registry.reference().name, registry.method().name
     for res in resolutions:
         batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
-        built = {f: _build(f"{f}-celebahq{res}-l2", res, device, backbone) for f in (ref, meth)}
+        built = {f: build(f"{f}-celebahq{res}-l2", res, device, backbone) for f in (ref, meth)}
         models = {f: _nontrivial(m) for f, (_, m) in built.items()}
         specs = {f: _euler(cfg, steps) for f, (cfg, _) in built.items()}
         flop_ratio = _flop_ratio(models, specs)
@@ -95,7 +96,7 @@ def sampler_goal(
                 medians[family] = result.stats.median
                 protocol = tp.as_dict(device)
                 nfe = {"nfe": result.nfe}
-                _record(cfg, "time_sampler", result.stats.median, "s", protocol, device, result.extra(), out, nfe)
+                record(cfg, "time_sampler", result.stats.median, "s", protocol, device, result.extra(), out, nfe)
             ratios[(res, fast)] = ratio = medians[meth] / medians[ref]
             extra = {
                 f"{meth}_s": medians[meth],
@@ -106,7 +107,7 @@ def sampler_goal(
                 **goal(ratio, SAMPLER_RATIO_GOAL, "<="),
             }
             protocol = {**tp.as_dict(device), "name": f"{tp.name(device)}-ratio", "nfe": steps}
-            _record(built[meth][0], "sampler_time_ratio", ratio, "x LFM", protocol, device, extra, out)
+            record(built[meth][0], "sampler_time_ratio", ratio, "x LFM", protocol, device, extra, out)
         del built, models
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the next resolution's models start from a clean pool
@@ -133,7 +134,7 @@ def latency_goal(
     nfe = nfe or {f.name: f.paper_nfe for f in registry.families() if f.paper_nfe}
     medians = {}
     for family in families:
-        cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)
+        cfg, model = build(f"{family}-celebahq{res}-l2", res, device, backbone)
         _nontrivial(model)
         autoencoder, note = cost_autoencoder(cfg, device)
         spec = _euler(cfg, nfe[family])
@@ -145,7 +146,7 @@ def latency_goal(
             if family == meth:
                 extra.update(goal(result.stats.median, LATENCY_GOAL_S, "<="))
             protocol = {**tp.as_dict(device), "nfe": nfe[family], "solver": "euler"}
-            _record(cfg, "time_e2e", result.stats.median, "s", protocol, device, extra, out, {"nfe": result.nfe})
+            record(cfg, "time_e2e", result.stats.median, "s", protocol, device, extra, out, {"nfe": result.nfe})
         del model, autoencoder
     return medians
 
@@ -196,7 +197,7 @@ def training_goal(
                 "rng_match": digests[mode][preset] == digests["eager"][preset],
                 **goal(rel, LOSS_TOLERANCE, "<="),
             }
-            _record(cfg, "train_loss_match", rel, "relative", protocol, device, extra, out)
+            record(cfg, "train_loss_match", rel, "relative", protocol, device, extra, out)
     return deviations
 
 
@@ -231,7 +232,7 @@ def fid_throughput(
         "weights": weights,
     }
     extra = {"seconds": seconds, "seconds_per_5k": 5000 / rate}
-    _record(cfg, "fid_feature_throughput", rate, "images/s", protocol, device, extra, out)
+    record(cfg, "fid_feature_throughput", rate, "images/s", protocol, device, extra, out)
     return rate
 
 
@@ -271,4 +272,4 @@ def fid_goal(
     }
     per_5k = seconds * 5000 / len(chosen)
     extra = {"fid_vs_reference": fids, "seconds_per_5k": per_5k, **goal(per_5k, FID_CPU_GOAL_S, "<=")}
-    _record(cfg, "fid_wall", seconds, "s", protocol, device, extra, out)
+    record(cfg, "fid_wall", seconds, "s", protocol, device, extra, out)

@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from bench import registry
 from bench.metrics.timing import measure, synchronize
-from bench.perf.suites import LAYOUT_BATCH, _build, _record, forward_calls, make_train_step
+from bench.perf.harness import LAYOUT_BATCH, build, forward_calls, make_train_step, record
 
 ROW_LIMIT = 30
 TRAIN_ROW_LIMIT = 45  # a training step has forward, backward and optimizer kernels
@@ -61,7 +61,7 @@ def profile_suite(
     families = families or (registry.reference().name, registry.method().name)
     paths = []
     for family in families:
-        cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone)
+        cfg, model = build(f"{family}-celebahq{res}-l2", res, device, backbone)
         model.eval()
         for batch in batches:
             for call, fn in forward_calls(model, cfg, batch, "bf16"):
@@ -69,7 +69,7 @@ def profile_suite(
                 label = f"{family}-{res}-forward-{name}-b{batch}"
                 summary = profile_call(fn, device, out / "profiles" / f"{label}.txt")
                 protocol = {"name": f"profile-forward-b{batch}-bf16-eager", "batch": batch, "call": name}
-                paths.append(_record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
+                paths.append(record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
         # Multi-stage families draw a stage per step (different shapes per call): one profiled call would not
         # represent the median step, so only single-stage training steps are profiled.
         if training and not getattr(model, "may_skip_parameters", False):
@@ -80,7 +80,7 @@ def profile_suite(
             torch.manual_seed(0)
             summary = profile_call(lambda s=step, x=x: s(x), device, out / "profiles" / f"{label}.txt")
             protocol = {"name": f"profile-train-b64-bf16-{compile_backend or 'eager'}", "batch": 64}
-            paths.append(_record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
+            paths.append(record(cfg, "gpu_busy", summary["gpu_busy"], "fraction", protocol, device, summary, out))
         del model
     return paths
 

@@ -7,7 +7,6 @@ CPU runs work (tests) but their records say "device": "cpu" and are never report
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,82 +18,18 @@ import torch.nn.functional as F
 from bench import registry
 from bench.config import RunConfig, resolve
 from bench.metrics.timing import measure, synchronize
-from bench.results import run_record, write_record
-from bench.runtime import autocast, configure_numerics, environment
-
-# Dense bf16 tensor-core peak (vendor datasheets, without sparsity), for model FLOPs utilisation.
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
-# The paper's resolutions with the batch sizes of the attention layouts measured in the method's issue.
-LAYOUT_BATCH = {256: 64, 512: 16, 1024: 4}
-
-
-def peak_tflops(device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-
-
-def _record(
-    cfg: RunConfig,
-    metric: str,
-    value: float | None,
-    unit: str,
-    protocol: dict,
-    device: torch.device,
-    extra: dict,
-    out: Path,
-    sampling: dict | None = None,
-) -> Path:
-    rec = run_record(
-        cfg, metric, value, unit, protocol, environment=environment(device), extra=extra, sampling=sampling or {}
-    )
-    path = write_record(rec, out)
-    shown = "n/a" if value is None else f"{value:.6g}"
-    print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {shown} {unit}")
-    return path
-
-
-def _device_token(device: torch.device) -> str:
-    return "" if device.type == "cuda" else f"-{device.type}"
-
-
-def _build(
-    preset: str, res: int, device: torch.device, backbone: dict | None = None, **model_overrides: Any
-) -> tuple[RunConfig, Any]:
-    """The preset's model at `res` (random init); `backbone` shrinks it for CPU tests."""
-    from bench.autoencoders import latent_shape
-    from bench.registry import MODELS
-
-    model_overrides = {**model_overrides, **({"backbone": backbone} if backbone else {})}
-    cfg = resolve(preset=preset, overrides=[{"data": {"res": res}, "model": model_overrides}])
-    torch.manual_seed(0)
-    with torch.device(device):  # initialise on the target device: paper-size models build in seconds on a GPU
-        model = MODELS.load(cfg.family)(cfg.model, latent_shape(cfg.data.autoencoder, res), cfg.data.num_classes)
-    return cfg, model.to(device)
-
-
-def fixed_step_spec(cfg: RunConfig) -> Any:
-    """The preset's sampler with fixed steps (dopri5 -> Euler), so flop_trace knows every call and its count;
-    24 steps divide evenly over 2, 3 and 4 scales/stages."""
-    solver = "euler" if cfg.sample.solver == "dopri5" else cfg.sample.solver
-    return dataclasses.replace(cfg.sample, solver=solver, steps=24, stage_steps=None)
-
-
-def forward_calls(model: Any, cfg: RunConfig, batch: int, precision: str) -> list[tuple[Any, Callable[[], Any]]]:
-    """Each distinct network call of sampling (LapFlow: one per segment) with its inputs at `batch`, as a
-    no-argument inference forward."""
-    model.eval()
-    out = []
-    for call in model.flop_trace(fixed_step_spec(cfg)):
-        inputs = tuple(x.expand(batch, *x.shape[1:]).contiguous() if torch.is_tensor(x) else x for x in call.inputs)
-
-        def run(m: Any = call.module, a: tuple = inputs) -> Any:
-            with torch.inference_mode(), autocast(model.device, precision):
-                return m(*a)
-
-        out.append((call, run))
-    return out
+from bench.perf.harness import (
+    LAYOUT_BATCH,
+    build,
+    device_token,
+    fixed_step_spec,
+    forward_calls,
+    make_train_step,
+    peak_tflops,
+    record,
+    rng_digest,
+)
+from bench.runtime import configure_numerics
 
 
 def attention_suite(
@@ -114,7 +49,7 @@ def attention_suite(
     kernels = importlib.import_module(str(fam.attention))
     masked_attention, prefix_attention = kernels.masked_attention, kernels.prefix_attention
     for res in resolutions:
-        cfg, model = _build(f"{fam.name}-celebahq{res}-l2", res, torch.device("meta"), backbone)
+        cfg, model = build(f"{fam.name}-celebahq{res}-l2", res, torch.device("meta"), backbone)
         _, hidden, heads = cfg.model.backbone.dims()
         head_dim = hidden // heads
         lengths = [e.tokens for e in reversed(model.net.experts)]  # coarsest first
@@ -136,7 +71,7 @@ def attention_suite(
                 times[name] = measure(lambda: None, lambda _s, f=fn: f(), device, warmup, repeats)
         for name, stats in times.items():
             protocol = {
-                "name": f"attn-b{batch}-bf16{_device_token(device)}",
+                "name": f"attn-b{batch}-bf16{device_token(device)}",
                 "batch": batch,
                 "dtype": "bfloat16",
                 "heads": heads,
@@ -153,7 +88,7 @@ def attention_suite(
                 "relative_to_dense": stats.median / times["dense-unmasked"].median,
                 "max_abs_diff_prefix_vs_mask": err,
             }
-            _record(cfg, f"time_attention_{name}", stats.median, "s", protocol, device, extra, out)
+            record(cfg, f"time_attention_{name}", stats.median, "s", protocol, device, extra, out)
 
 
 def forward_suite(
@@ -176,12 +111,12 @@ def forward_suite(
     for res in resolutions:
         batch = max(1, int(LAYOUT_BATCH[res] * batch_scale))
         for family, overrides in variants:
-            cfg, model = _build(f"{family}-celebahq{res}-l2", res, device, backbone, **overrides)
+            cfg, model = build(f"{family}-celebahq{res}-l2", res, device, backbone, **overrides)
             call, run = max(forward_calls(model, cfg, batch, precision), key=lambda c: c[0].tokens)  # all scales
             stats = measure(lambda: None, lambda _s, f=run: f(), device, warmup, repeats)
             variant = overrides.get("attention", "dense")
             protocol = {
-                "name": f"forward-b{batch}-{precision}{_device_token(device)}",
+                "name": f"forward-b{batch}-{precision}{device_token(device)}",
                 "batch": batch,
                 "precision": precision,
                 "tokens": call.tokens,
@@ -190,7 +125,7 @@ def forward_suite(
                 "repeats": repeats,
                 "reportable": device.type == "cuda",
             }
-            _record(
+            record(
                 cfg,
                 f"time_forward_{variant}",
                 stats.median,
@@ -253,7 +188,7 @@ def training_suite(
             import torch._dynamo as dynamo  # `import torch._dynamo` would make `torch` local to this function
 
             dynamo.reset()
-        cfg, model = _build(preset, resolve(preset=preset).data.res, device, backbone)
+        cfg, model = build(preset, resolve(preset=preset).data.res, device, backbone)
         stages: list[int] = []
         step = make_train_step(model, cfg, device, compile_backend, precision, stages, compile_mode)
         elapsed, losses[preset] = _timed_training(step, model, device, batch, warmup, steps)
@@ -265,7 +200,7 @@ def training_suite(
         achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
         peak = peak_tflops(device)
         protocol = {
-            "name": f"train-b{batch}-{precision}{'' if mode == 'eager' else '-' + mode}{_device_token(device)}",
+            "name": f"train-b{batch}-{precision}{'' if mode == 'eager' else '-' + mode}{device_token(device)}",
             "batch": batch,
             "precision": precision,
             "compile": compile_backend is not None,
@@ -299,19 +234,9 @@ def training_suite(
             extra["profile"] = profile_training_steps(
                 lambda s=step, x=x: s(x.to(device)), stages, device, table, profile_steps
             )
-        _record(cfg, "train_throughput", images_per_s, "images/s", protocol, device, extra, out)
+        record(cfg, "train_throughput", images_per_s, "images/s", protocol, device, extra, out)
         del model, step
     return losses
-
-
-def rng_digest(device: torch.device) -> str:
-    """A short hash of the CPU RNG state and, on CUDA, the device generator's (seed, offset)."""
-    import hashlib
-
-    state = torch.get_rng_state().numpy().tobytes()
-    if device.type == "cuda":
-        state += torch.cuda.get_rng_state(device).numpy().tobytes()
-    return hashlib.sha256(state).hexdigest()[:16]
 
 
 def _stage_summary(stages: list[int], warmup: int) -> dict[str, Any]:
@@ -328,39 +253,6 @@ def _stage_summary(stages: list[int], warmup: int) -> dict[str, Any]:
         "stages_warmed_up": set(timed) <= set(early),
         "stages_warmed_up_twice": all(early.count(s) >= 2 for s in set(timed)),
     }
-
-
-def make_train_step(
-    model: Any,
-    cfg: RunConfig,
-    device: torch.device,
-    compile_backend: str | None,
-    precision: str,
-    stages: list[int] | None = None,
-    compile_mode: str = "default",
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """THE training step (bench.train.train_step: clipping, non-finite check, fused AdamW on GPUs, EMA) on one batch
-    of latents at the config's learning rate, compiled in `compile_mode` when a backend is given; returns the
-    detached loss. `stages` collects the drawn stages."""
-    import copy
-    import dataclasses
-    import itertools
-
-    from bench.train_step import LossModule, compile_loss, make_optimizer, train_step
-
-    t = dataclasses.replace(cfg.train, precision=precision)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = make_optimizer(model, t, device)
-    loss_fn: Any = LossModule(model)
-    if compile_backend:
-        loss_fn = compile_loss(loss_fn, compile_backend, compile_mode, device)
-    steps = itertools.count()  # the step index drives the EMA warm-up, as in training
-
-    def step(x: torch.Tensor) -> torch.Tensor:
-        loss, _, _ = train_step(loss_fn, model, ema, opt, [(x, None)], 1, t, next(steps), device, stages=stages)
-        return loss
-
-    return step
 
 
 def _timed_training(
