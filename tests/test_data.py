@@ -14,10 +14,17 @@ import torch
 from PIL import Image
 
 from bench.config import DataConfig
-from bench.data import LatentDataset, load_prepared_images, load_training_data, prepare, resolve_data_path
+from bench.data import (
+    LatentDataset,
+    load_prepared_images,
+    load_training_data,
+    make_source,
+    prepare,
+    resolve_data_path,
+)
 from bench.datasets.cache import remove_stale_temporaries
 from bench.datasets.images import adm_center_crop, center_crop_resize, open_rgb
-from bench.datasets.sources import FolderSource, read_classes_file
+from bench.datasets.sources import FolderSource, read_class_titles, read_classes_file
 from bench.datasets.synthetic import synthetic_image
 from bench.errors import BenchError
 from tests.test_autoencoders import tiny_kl_folder
@@ -334,3 +341,16 @@ def test_missing_weights_fail_before_any_image_work(tmp_path: Path, monkeypatch:
     with pytest.raises(BenchError, match="sd-vae-ft-mse"):
         load_training_data(DataConfig(res=32, synthetic_size=2), None, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_class_titles_come_from_the_name_column_in_label_order(tmp_path: Path) -> None:
+    split = tmp_path / "inet" / "train"
+    for wnid in ("n02", "n01"):
+        write_images(split / wnid, 1)
+    (tmp_path / "inet" / "classes.tsv").write_text("wnid\tindex\tname\nn02\t0\tgolden retriever\nn01\t1\ttench\n")
+    cfg = DataConfig(dataset="imagenet", res=8, path=str(tmp_path / "inet"), num_classes=2, autoencoder="pixel")
+    source = make_source(cfg, None)
+    assert source.class_names == ["n02", "n01"] and source.class_titles == ["golden retriever", "tench"]
+    (tmp_path / "inet" / "classes.tsv").write_text("wnid\tindex\nn02\t0\nn01\t1\n")  # no names: the wnids
+    assert make_source(cfg, None).class_titles == ["n02", "n01"]
+    assert read_class_titles(tmp_path / "inet" / "classes.tsv") == {}

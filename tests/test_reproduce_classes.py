@@ -127,6 +127,9 @@ def test_class_conditional_pipeline_prepares_trains_scores_and_reports(tmp_path:
     grids = results / "mini" / "imagenette64" / "grids" / "classes"
     index = json.loads((grids / "lfm-seed0-16.json").read_text())
     assert index["classes"] == manifest["class_names"] and index["guidance"] == 1.5 and index["columns"] == 4
+    # Row labels: classes.tsv's readable names, carried beside the wnids (n01440764 is the tench).
+    assert index["titles"] == manifest["class_titles"] and manifest["class_titles"][0] == "tench"
+    assert manifest["class_names"][0] == "n01440764" and len(set(manifest["class_titles"])) == 10
 
     report = generate(results, tmp_path / "no-runs", Path(__file__).parents[1] / "results" / "paper")
     text = report.files["tables.md"].decode()

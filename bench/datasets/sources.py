@@ -63,6 +63,7 @@ class Source:
         self.count = 0
         self.labels: np.ndarray | None = None  # int64 [count], class ids (all class-folder data sets keep them)
         self.class_names: list[str] = []
+        self.class_titles: list[str] = []  # readable names in label order (classes.tsv 'name'), else class_names
         self.root: Path | None = None
 
     def cache_name(self) -> str:
@@ -167,6 +168,7 @@ class ClassFolderSource(FileSource):
         if not folders:
             raise BenchError(f"No class folders in '{split_dir}': the imagenet layout is <split>/<class>/<images>.")
         self.class_names = self._class_list(split_dir, folders)
+        self.class_titles = self._class_titles(split_dir)
         if cfg.num_classes > 0 and cfg.num_classes != len(self.class_names):
             raise BenchError(
                 f"'{split_dir}' has {len(self.class_names)} classes but data.num_classes is {cfg.num_classes}; "
@@ -198,6 +200,23 @@ class ClassFolderSource(FileSource):
                 f"missing folders {missing or 'none'}, folders not listed {extra or 'none'}."
             )
         return names
+
+    def _class_titles(self, split_dir: Path) -> list[str]:
+        """Readable class names in label order: classes.tsv's 'name' column where it has one, else the folder names."""
+        assert self.root is not None
+        table = next((p for p in (split_dir / CLASSES_FILE, self.root / CLASSES_FILE) if p.is_file()), None)
+        titles = read_class_titles(table) if table is not None else {}
+        return [titles.get(name, name) for name in self.class_names]
+
+
+def read_class_titles(path: Path) -> dict[str, str]:
+    """{wnid: readable name} from a classes TSV with 'wnid' and 'name' columns ({} without a 'name' column)."""
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "wnid" not in header or "name" not in header:
+        return {}
+    col, name = header.index("wnid"), header.index("name")
+    return {r[col].strip(): r[name].strip() for r in rows[1:] if len(r) > max(col, name) and r[name].strip()}
 
 
 def read_classes_file(path: Path) -> list[str]:

@@ -98,7 +98,7 @@ def labelled_class_grid(grids: list[tuple[Path, dict]]) -> bytes:
     for path, _ in grids:
         with Image.open(path) as opened:
             images.append(opened.convert("RGB"))
-    classes = list(grids[0][1].get("classes") or [])
+    classes = list(grids[0][1].get("titles") or grids[0][1].get("classes") or [])  # readable names where kept
     rows = len(classes) or 1
     tile = images[0].height // rows
     font = ImageFont.load_default(size=max(9, min(16, tile // 6)))

@@ -46,6 +46,7 @@ class ClassScoring:
     sweep: tuple[float, ...] = GUIDANCE_SWEEP
     grid_seeds: int = CLASS_GRID_SEEDS
     grids: list[Path] = field(default_factory=list)
+    class_titles: list[str] = field(default_factory=list)  # readable row labels of the class grid
 
     @property
     def num_classes(self) -> int:
@@ -82,6 +83,7 @@ class ClassScoring:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_image(image, path)
         index = {**meta, "guidance": float(cfg.sample.guidance), "classes": self.class_names, "seeds": seeds}
+        index["titles"] = self.class_titles or self.class_names
         index |= {"columns": len(seeds), "tile": image.height // self.num_classes}
         write_json_atomic(path.with_suffix(".json"), index)
         self.grids += [path, path.with_suffix(".json")]
@@ -128,4 +130,4 @@ def class_scoring(
         f"{meta.get('split')} accuracy {accuracy:.4f} ({len(val)} images)",
         flush=True,
     )
-    return ClassScoring(probe, names, accuracy, keep, sweep)
+    return ClassScoring(probe, names, accuracy, keep, sweep, class_titles=carry.class_titles)

@@ -66,6 +66,11 @@ class Carry:
         """The carried labels' class names in label order ([] for a data set without classes)."""
         return list(self.manifest.get("class_names") or [])
 
+    @property
+    def class_titles(self) -> list[str]:
+        """Readable class names in label order (carries from before they were kept: the class names)."""
+        return list(self.manifest.get("class_titles") or self.class_names)
+
     def data_overrides(self) -> dict:
         """The `data` section of a run on these latents: data set, resolution and autoencoder from the manifest."""
         m = self.manifest
