@@ -136,6 +136,7 @@ def _write_images(source: Source, folder: Path, fingerprint: str, skip_bad: bool
         "source_hash": fingerprint,
         "crop": source.crop,
         "class_names": source.class_names,
+        "class_titles": source.class_titles,  # readable names (grid labels)
         "skipped": bad,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -167,8 +167,10 @@ class ClassFolderSource(FileSource):
         folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
             raise BenchError(f"No class folders in '{split_dir}': the imagenet layout is <split>/<class>/<images>.")
-        self.class_names = self._class_list(split_dir, folders)
-        self.class_titles = self._class_titles(split_dir)
+        table = next((p for p in (split_dir / CLASSES_FILE, self.root / CLASSES_FILE) if p.is_file()), None)
+        self.class_names = self._class_list(table, split_dir, folders)
+        titles = read_class_titles(table) if table is not None else {}
+        self.class_titles = [titles.get(name, name) for name in self.class_names]
         if cfg.num_classes > 0 and cfg.num_classes != len(self.class_names):
             raise BenchError(
                 f"'{split_dir}' has {len(self.class_names)} classes but data.num_classes is {cfg.num_classes}; "
@@ -185,10 +187,8 @@ class ClassFolderSource(FileSource):
             raise BenchError(f"Class folders with no images in '{split_dir}': {', '.join(empty)}.")
         self.files, self.labels, self.count = files, np.asarray(labels, dtype=np.int64), len(files)
 
-    def _class_list(self, split_dir: Path, folders: list[str]) -> list[str]:
-        """Class names in label order: from classes.tsv when present (checked against the folders), else sorted."""
-        assert self.root is not None
-        table = next((p for p in (split_dir / CLASSES_FILE, self.root / CLASSES_FILE) if p.is_file()), None)
+    def _class_list(self, table: Path | None, split_dir: Path, folders: list[str]) -> list[str]:
+        """Class names in label order: from the classes table if any (checked against the folders), else sorted."""
         if table is None:
             return folders
         names = read_classes_file(table)
@@ -201,18 +201,18 @@ class ClassFolderSource(FileSource):
             )
         return names
 
-    def _class_titles(self, split_dir: Path) -> list[str]:
-        """Readable class names in label order: classes.tsv's 'name' column where it has one, else the folder names."""
-        assert self.root is not None
-        table = next((p for p in (split_dir / CLASSES_FILE, self.root / CLASSES_FILE) if p.is_file()), None)
-        titles = read_class_titles(table) if table is not None else {}
-        return [titles.get(name, name) for name in self.class_names]
+
+def _classes_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    """(lower-case header, rows) of a tab-separated classes file; BenchError when it is empty."""
+    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        raise BenchError(f"Classes file '{path}' is empty.")
+    return [h.strip().lower() for h in rows[0]], rows
 
 
 def read_class_titles(path: Path) -> dict[str, str]:
     """{wnid: readable name} from a classes TSV with 'wnid' and 'name' columns ({} without a 'name' column)."""
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    header = [h.strip().lower() for h in rows[0]] if rows else []
+    header, rows = _classes_rows(path)
     if "wnid" not in header or "name" not in header:
         return {}
     col, name = header.index("wnid"), header.index("name")
@@ -221,10 +221,7 @@ def read_class_titles(path: Path) -> dict[str, str]:
 
 def read_classes_file(path: Path) -> list[str]:
     """Class names (wnids) in label order from a TSV: header with 'wnid' (and optional 'index'), else one per row."""
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
-    if not rows:
-        raise BenchError(f"Classes file '{path}' is empty.")
-    header = [h.strip().lower() for h in rows[0]]
+    header, rows = _classes_rows(path)
     if "wnid" not in header:
         return [r[0].strip() for r in rows]
     col, idx = header.index("wnid"), header.index("index") if "index" in header else None

@@ -86,7 +86,7 @@ def prepare_mini(
         "count": meta["count"],
         "flip": cfg.flip,
         **({"class_names": meta["class_names"]} if meta.get("class_names") else {}),  # labels carried beside
-        **({"class_titles": class_titles(cfg)} if meta.get("class_names") else {}),  # readable, for grids
+        **({"class_titles": meta["class_titles"]} if meta.get("class_titles") else {}),  # grid labels
         "git": git_state(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "ref_stats": _reference(cfg, backends, device, ref_batch, meta["source_hash"], progress) if ref_stats else {},
@@ -145,15 +145,6 @@ def prepare_features(
         cfg.dataset, cfg.res, [backend], device, batch, data_root(), cache_dir(), cfg.path, progress, prefix
     )
     return export_reference_features(npy, ref, out, *prepared_labels(cfg, progress))
-
-
-def class_titles(cfg: DataConfig) -> list[str]:
-    """The data set's readable class names in label order (the grid's row labels)."""
-    from bench.data import make_source
-    from bench.paths import data_root
-
-    plain = dataclasses.replace(cfg, autoencoder="pixel", num_classes=0, flip=False)
-    return list(make_source(plain, data_root()).class_titles)
 
 
 def prepared_labels(cfg: DataConfig, progress: bool = False) -> tuple[np.ndarray | None, list[str]]:
