@@ -189,15 +189,17 @@ def make_extractor(
 
         return tf_features
 
-    from cleanfid.fid import get_batch_features
     from cleanfid.resize import build_resizer
 
     resize, net_fn = build_resizer("clean"), clean_extractor(device)
 
     def clean_features(images: Tensor) -> np.ndarray:
+        # clean-fid's resize, then the network as cleanfid.fid.get_batch_features calls it; that module itself is not
+        # imported: it imports `requests` (its downloads), which the GPU machine lacks
         arr = np.stack([resize(img) for img in _check_images(images).numpy()])  # float32 [B, 299, 299, 3]
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-        return get_batch_features(x, net_fn, device).astype(np.float64)
+        with torch.inference_mode():
+            return net_fn(x.to(device)).double().cpu().numpy()
 
     return clean_features
 

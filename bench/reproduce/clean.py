@@ -38,15 +38,18 @@ class CleanFeatures:
     workers: int = field(default_factory=resize_workers)
     seconds: float = 0.0  # main-thread seconds spent here: what the features add to the point
     _net: object = None
+    _resize: object = None  # clean-fid's PIL-bicubic resizer, built once
     _pool: ThreadPoolExecutor | None = None
     _pending: list[list[Future]] = field(default_factory=list)
     _features: list[Tensor] = field(default_factory=list)
 
     def setup(self) -> None:
         """The clean-fid Inception network, loaded once per command (verified weights, bench.metrics.inception)."""
+        from cleanfid.resize import build_resizer
+
         from bench.metrics.inception import clean_extractor
 
-        self._net = clean_extractor(self.device)
+        self._net, self._resize = clean_extractor(self.device), build_resizer("clean")
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="clean-resize")
@@ -54,11 +57,8 @@ class CleanFeatures:
 
     def add(self, images: Tensor) -> None:
         """Queue the resize of uint8 [B, H, W, 3] images; take the features of batches beyond IN_FLIGHT."""
-        from cleanfid.resize import build_resizer
-
         tic = time.perf_counter()
-        resize = build_resizer("clean")
-        self._pending.append([self._pool.submit(resize, img) for img in images.cpu().numpy()])
+        self._pending.append([self._pool.submit(self._resize, img) for img in images.cpu().numpy()])
         while len(self._pending) > IN_FLIGHT:
             self._take()
         self.seconds += time.perf_counter() - tic
@@ -75,8 +75,7 @@ class CleanFeatures:
         return torch.cat(self._features)
 
     def _take(self) -> None:
-        # the network is called directly, not through cleanfid.fid: that module imports `requests` (its downloads),
-        # which the GPU machine may lack; cleanfid.resize needs only PIL, NumPy and torch
+        # as bench.metrics.fid's clean extractor: the network called directly (cleanfid.fid imports `requests`)
         arr = np.stack([f.result() for f in self._pending.pop(0)])  # float32 [B, 299, 299, 3] in [0, 255]
         x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
         with torch.inference_mode():
