@@ -32,7 +32,9 @@ from bench.reproduce.mini import GUIDANCE_SWEEP, MINI_SUBDIR, Carry, model_prese
 from bench.reproduce.reference import load_reference
 from bench.reproduce.scorer import Scorer
 
-SCORE_GUESS_S = 30.0  # wall seconds to sample and score 5,000 samples of a B/2 model at one point on an H200
+# Wall seconds to sample (NFE 50, eager bf16) and score 5,000 samples of a B/2 model at one point on an H200:
+# measured 14.6-17.3 s per point, 20 s at the last (bootstrap), session 5 logs (results/mini/*/provenance/logs).
+SCORE_GUESS_S = 20.0
 CFG_COST = 1.25  # guided sampling doubles the network's batch; decoding and scoring stay (a guess: not yet measured)
 MIN_TRAIN_S = 30.0  # a run with less training time left before the deadline is skipped
 
@@ -99,7 +101,9 @@ def mini_dataset(carry: Carry, asked: str) -> str:
 
 def score_guess(points: list[int], classes: ClassScoring | None, guidance: float, clean: bool = False) -> float:
     """Seconds of sampling and scoring a run will take: one sample set per point, plus the sweep's other weights
-    (`clean`: plus clean-fid's features at the last point)."""
+    (`clean`: plus clean-fid's features at the last point). `points`: those still to score (none: 0 s)."""
+    if not points:
+        return 0.0
     if classes is None:
         return len(points) * SCORE_GUESS_S + (CLEAN_GUESS_S if clean else 0.0)
     sets = len(points) - 1 + len({guidance, *classes.sweep})
@@ -162,7 +166,8 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     for name, seed, cfg in jobs:
         key = f"{name}-seed{seed}"
         left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
-        if left < score_guess(points, classes, cfg.sample.guidance, clean is not None) + MIN_TRAIN_S:
+        todo = points_left(points, opts.work_dir / key)  # a resumed run scores only the points it has not reached
+        if todo and left < score_guess(todo, classes, cfg.sample.guidance, clean is not None) + MIN_TRAIN_S:
             summary["skipped"][key] = f"{opts.deadline_s - left:.0f} s spent of the {opts.deadline_s:g} s deadline"
             print(f"[{key}] skipped: {summary['skipped'][key]}", flush=True)
             continue
@@ -195,7 +200,7 @@ def run_one(
 
     run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
-        guess = score_guess(points, scorer.classes, cfg.sample.guidance, scorer.clean is not None)
+        guess = score_guess(points_left(points, run_dir), scorer.classes, cfg.sample.guidance, scorer.clean is not None)
         left = opts.deadline_s - (time.perf_counter() - started) - guess
         spent = trained_seconds(run_dir)  # train.max_seconds counts over resumes: a resumed run adds to it
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=spent + max(1.0, left)))
@@ -236,8 +241,8 @@ def _clean_features(opts: BenchmarkOptions, carry: Carry, device: torch.device) 
     return CleanFeatures(load_reference(opts.real_features_clean, carry, device, backend="clean"), device)
 
 
-def trained_seconds(run_dir: Path) -> float:
-    """Training seconds already in the run's newest intact checkpoint (0 for a new run).
+def _resume_state(run_dir: Path) -> TrainState | None:
+    """The state in the run's newest intact checkpoint (None for a new run).
 
     A run longer than one command resumes from its checkpoint when the same command is issued again on the same
     machine (work folder kept, e.g. /tmp of a GPU machine held by back-to-back commands); points it already scored
@@ -245,7 +250,20 @@ def trained_seconds(run_dir: Path) -> float:
     from bench.checkpoint import checked_resume_point, read_state
 
     ckpt = checked_resume_point(run_dir) if run_dir.is_dir() else None
-    return read_state(ckpt).train_seconds if ckpt is not None else 0.0
+    return read_state(ckpt) if ckpt is not None else None
+
+
+def trained_seconds(run_dir: Path) -> float:
+    """Training seconds already in the run's newest intact checkpoint (0 for a new run)."""
+    state = _resume_state(run_dir)
+    return state.train_seconds if state is not None else 0.0
+
+
+def points_left(points: list[int], run_dir: Path) -> list[int]:
+    """The evaluation points past the run's newest intact checkpoint: those this command still has to score."""
+    state = _resume_state(run_dir)
+    done = state.images_seen if state is not None else 0
+    return [p for p in points if p > done]
 
 
 def _tag(opts: BenchmarkOptions) -> str:
