@@ -44,13 +44,14 @@ ONE = 1 / 1.645  # a bootstrap std whose 90% interval is +- 1
 
 
 def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float | None = None,
-              res: int = 128, protocol: str | None = None, metric: str = "fid") -> None:  # fmt: skip
-    """One seed of one run: its metrics at the last len(fids) points of IMAGES (bootstrap std `boot` at the final one;
-    its percentiles sit above the FID, as resampling with replacement does to FID)."""
+              res: int = 128, protocol: str | None = None, metric: str = "fid", upto: int = len(IMAGES),
+              created: str = "2026-12-01T00:00:00+00:00") -> None:  # fmt: skip
+    """One seed of one run: its metrics at the last len(fids) points of IMAGES[:upto] (its budget; bootstrap std
+    `boot` at the final one; its percentiles sit above the FID, as resampling with replacement does to FID)."""
     family = FAMILY.get(run, "lapflow")
     tag = f"celebahq{res}"
     for point, fid in enumerate(fids):
-        images = IMAGES[len(IMAGES) - len(fids) + point]
+        images = IMAGES[upto - len(fids) + point]
         extra = {
             "benchmark": MINI_BENCHMARK,
             "run": run,
@@ -59,7 +60,7 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float
             "points": len(fids),
             "final": point == len(fids) - 1,
             "images_seen": images,
-            "budget_images": IMAGES[-1],
+            "budget_images": IMAGES[upto - 1],
             "gpu_seconds": GPU_SECONDS[IMAGES.index(images)] + seed,
             "steps": images // 256,
             "loss": 0.5,
@@ -85,7 +86,7 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float
                 git={"commit": "f1x7e0c" + "0" * 33, "dirty": False},
                 environment={"gpu": "NVIDIA H200"},
                 extra={**extra, **more},
-                created="2026-12-01T00:00:00+00:00",
+                created=created,
             )
             write_record(record, results, f"mini/{tag}")
 
@@ -215,6 +216,35 @@ def test_one_seed_uses_the_bootstrap_interval(tmp_path):
     table = _table(generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False), "mini-celebahq128")
     assert _row(table, "lfm")["FID seed std"] == "one seed"
     assert _row(table, "lfm")["Knee (FID over the last doubling)"].startswith("not past the knee (FID -33.3%")
+
+
+def test_a_seed_trained_further_adds_a_tier_and_keeps_the_shorter_runs_final_point(tmp_path):
+    later = "2026-12-02T00:00:00+00:00"
+    for run, (short0, short1, long0) in {
+        "lapflow": ([80, 40, 22], [82, 42, 24], [79, 39, 23, 21]),
+        "lfm": ([90, 60, 45], [92, 62, 46], [89, 59, 44, 30]),
+    }.items():
+        write_run(tmp_path, run, 0, short0, boot=ONE, upto=3)
+        write_run(tmp_path, run, 1, short1, boot=ONE, upto=3)
+        write_run(tmp_path, run, 0, long0, boot=ONE, upto=4, created=later)  # passes 524k on its way: not final
+    report = generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False)
+    table = _table(report, "mini-celebahq128")
+    rows = [{h: c.text for h, c in zip(table.headers, r, strict=True)} for r in table.rows if r[1].text == "lapflow"]
+    # The 524k row keeps the 524k runs' final records (22 and 24, each with its bootstrap), not the longer run's 23.
+    assert [(r["Seeds"], r["Images seen"], r["FID [fid-tf-5k-celebahq128]"]) for r in rows] == [
+        ("2", "524288", "23.00"),
+        ("1", "1048576", "21.00"),
+    ]
+    assert rows[0]["FID 90% interval per seed (bootstrap)"] == "21.00-23.00; 23.00-25.00"
+    assert rows[1]["Knee (FID over the last doubling)"] == "past the knee (FID -4.5% over the last doubling)"
+    assert rows[1]["FID seed std"] == "one seed"
+    (section,) = collect(report.records)
+    (lapflow_lfm,) = (o for o in orderings() if o.what == "LapFlow < LFM")
+    assert verdict(section, lapflow_lfm) == (
+        "holds: LapFlow 23.0 vs LFM 45.5 (difference 22.5, 15.9x the larger seed std 1.41; 2 and 2 seeds); "
+        "at 1.05M images, holds (one seed only: spread unknown): LapFlow 21.0 vs LFM 30.0 (difference 9.00; 90% "
+        "bootstrap intervals LapFlow 20.0-22.0, LFM 29.0-31.0 do not overlap)"
+    )
 
 
 def test_protocols_never_mix_and_mini_records_stay_out_of_paper_tables(tmp_path):

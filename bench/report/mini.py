@@ -1,10 +1,12 @@
 """The mini benchmark's section of `bench report`: its records, their statistics and its tables.
 
 Records: extra.benchmark == MINI_BENCHMARK (bench/reproduce/mini.py), one per metric and evaluation point, under
-results/mini/<dataset><res>/. Per dataset and resolution (a `Section`), each metric is shown under one protocol only:
-the most common one there (ties: the first name); records under any other protocol are left to the "other" table.
-A run's final point is the largest images seen common to all its seeds; values are means over training seeds, the
-spread is their sample standard deviation (n >= 2), and each seed's FID carries a bootstrap interval over samples.
+results/mini/<dataset><res>/; of several records of one point, a run's final point wins, then the newest. Per
+dataset and resolution (a `Section`), each metric is shown under one protocol only: the most common one there
+(ties: the first name); records under any other protocol are left to the "other" table. A run's final point is the
+largest images seen common to all its seeds (a longer budget that some seeds reached is a further tier); values
+are means over training seeds, the spread is their sample standard deviation (n >= 2), and each seed's FID carries
+a bootstrap interval over samples.
 The text (knee verdicts aside) is in mini_text.py, the curves and labelled grids in mini_plots.py.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 from bench.registry import mini_ablations, mini_headline_runs
 from bench.report.select import method_label
-from bench.report.tables import MISSING, Cell, Footnotes, Loaded, Table, fmt_sig, newest_by
+from bench.report.tables import MISSING, Cell, Footnotes, Loaded, Table, fmt_sig
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
 
 METRICS = tuple(dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)))  # column order; clean_fid once it exists
@@ -106,6 +108,24 @@ class Run:
     def all_records(self) -> list[Loaded]:
         return [i for pts in self.points.values() for metrics in pts.values() for i in metrics.values()]
 
+    def restricted(self, seeds: list[int]) -> Run:
+        """The same run with only these training seeds."""
+        return Run(self.name, self.family, {s: self.points[s] for s in seeds if s in self.points})
+
+
+def tiers(run: Run) -> list[Run]:
+    """The run at its final point (all seeds), then at each longer budget that only some of its seeds reached.
+
+    A seed trained further (e.g. seed 0 to 4x the budget of seed 1) is shown at the longer budget too, with the seeds
+    that reached it: each tier is the run restricted to those seeds, so its final point is the longer one."""
+    out = [run]
+    reached = {s: max((i for i, m in pts.items() if "fid" in m), default=0) for s, pts in run.points.items()}
+    for images in sorted(set(reached.values())):
+        tier = run.restricted([s for s, last in reached.items() if last >= images])
+        if (tier.final or 0) > (out[-1].final or 0):
+            out.append(tier)
+    return out
+
 
 @dataclass
 class Section:
@@ -137,6 +157,23 @@ def _point_of(item: Loaded) -> tuple[str, int, int] | None:
     return run, seed, images
 
 
+def _preferred_by_point(items: list[Loaded]) -> dict[tuple[str, int, int, str], Loaded]:
+    """One record per (run, seed, images seen, metric): a run's final point before a longer run's intermediate one,
+    then the newest.
+
+    A seed trained to 4x the budget passes the shorter budget's point on the way; the shorter run's final record is
+    the one sized for that budget (its bootstrap interval, its training path and GPU seconds), so it stays the
+    point's record and the longer run adds its further points."""
+    groups: dict[tuple[str, int, int, str], list[Loaded]] = {}
+    for item in items:
+        r = item.record
+        groups.setdefault((r.extra["run"], r.extra["train_seed"], r.extra["images_seen"], r.metric), []).append(item)
+    return {
+        key: max(group, key=lambda i: (i.record.extra.get("final") is True, i.record.created, i.path))
+        for key, group in groups.items()
+    }
+
+
 def _section(dataset: str, res: int, items: list[Loaded]) -> Section:
     by_metric: dict[str, Counter[str]] = {}
     for item in items:
@@ -144,7 +181,7 @@ def _section(dataset: str, res: int, items: list[Loaded]) -> Section:
     protocols = {m: min(c, key=lambda p: (-c[p], p)) for m, c in sorted(by_metric.items())}
     shown = [i for i in items if protocols[i.record.metric] == i.record.protocol_name]
     runs: dict[str, Run] = {}
-    chosen = newest_by(shown, lambda r: (r.extra["run"], r.extra["train_seed"], r.extra["images_seen"], r.metric))
+    chosen = _preferred_by_point(shown)
     for (name, seed, images, metric), item in sorted(chosen.items()):
         run = runs.setdefault(name, Run(name, item.record.model))
         run.points.setdefault(seed, {}).setdefault(images, {})[metric] = item
@@ -288,11 +325,17 @@ HEADLINE_FIELDS += ("precision", "recall", "memorisation", "images", "gpu", "nfe
 ABLATION_FIELDS = ("seeds", "fid", "fid_std", "fid_boot", "kid", "precision", "recall", "images", "knee")
 
 
-def _notes(section: Section, fields: tuple[str, ...]) -> list[str]:
+def _notes(section: Section, fields: tuple[str, ...], longer: bool = False) -> list[str]:
     notes = [
         "Final point: the largest images seen common to all seeds of the run; values are means over training seeds "
         "there; seed std: their sample standard deviation (two or more seeds); 90% interval: each seed's FID +- "
-        "1.645 x the standard deviation of 100 bootstrap resamplings of its samples, in seed order.",
+        "1.645 x the standard deviation of 100 bootstrap resamplings of its samples, in seed order."
+        + (
+            " A run's further rows: a longer budget that only some of its seeds reached (Seeds), at the largest "
+            "images seen those seeds share."
+            if longer
+            else ""
+        ),
         f"Knee: FID change from the point at half the final images to the final point; past the knee when FID "
         f"changes by less than {KNEE_CHANGE:.0%}.",
     ]
@@ -312,25 +355,28 @@ def run_table(
     rows: list[tuple[list[str], str]],
     fields: tuple[str, ...],
     labels: list[str],
+    longer: bool = False,
 ) -> Table:
-    """One row per (label cells, run name); a run without records reads 'not run'."""
+    """One row per (label cells, run name); a run without records reads 'not run'. `longer`: also a row per longer
+    budget that only some of a run's seeds reached (`tiers`)."""
     columns = _columns(section, fields)
     notes = Footnotes()
     body, used, missing = [], [], []
     for label, name in rows:
         run = section.runs.get(name)
-        final = run.final if run is not None else None
-        if run is None or final is None:
+        if run is None or run.final is None:
             missing.append(name)
             body.append(
                 [*(Cell(t) for t in label), *(Cell(NOT_RUN if i == 0 else MISSING) for i in range(len(columns)))]
             )
             continue
         used += run.all_records()
-        body.append([*(Cell(t) for t in label), *(fn(section, run, final, notes) for _, fn in columns)])
+        for tier in tiers(run) if longer else [run]:
+            final = tier.final
+            body.append([*(Cell(t) for t in label), *(fn(section, tier, final, notes) for _, fn in columns)])
     headers = [*labels, *(h for h, _ in columns)]
     align = "l" * len(labels) + "".join("l" if h.startswith(("FID 90%", "Knee")) else "r" for h, _ in columns)
-    general = _notes(section, fields)
+    general = _notes(section, fields, longer)
     if any(c.text == MISSING for row in body for c in row):
         general.append("`-`: no record (or no bootstrap interval) at the final point.")
     table = Table(table_id, title, headers, body, align, general, notes.items(), used, missing)
@@ -345,7 +391,7 @@ def headline_table(section: Section) -> Table:
         run = section.runs.get(name)
         rows.append(([method_label(run.family if run else name), name], name))
     title = f"Mini benchmark, {section.dataset} {section.res} px: the four families at their final point"
-    table = run_table(section, f"mini-{section.tag}", title, rows, HEADLINE_FIELDS, ["Model", "Run"])
+    table = run_table(section, f"mini-{section.tag}", title, rows, HEADLINE_FIELDS, ["Model", "Run"], longer=True)
     known = {*headline, *(run for settings in mini_ablations().values() for run, _ in settings)}
     # Every record of the section's known runs is accounted for here (shown, or superseded by a newer one); runs
     # that no table names are left to the "other" table.

@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.registry import families, mini_ablations
 from bench.registry import family as registry_family
 from bench.report import render
-from bench.report.mini import Run, Section, Stat, bootstrap_interval, fmt_images
+from bench.report.mini import Run, Section, Stat, bootstrap_interval, fmt_images, tiers
 from bench.report.mini_plots import curve_stems, grid_name, grid_paths
 from bench.report.tables import Table, fmt_sig
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_SUBDIR
@@ -120,8 +120,21 @@ def _bootstrap_verdict(
 
 
 def verdict(section: Section, ordering: Ordering) -> str:
-    """Whether the ordering holds in this section's records, by how much and how sure."""
+    """Whether the ordering holds in this section's records, by how much and how sure; where both runs reached a
+    longer budget with some of their seeds, also there (the longest such budget)."""
     runs = (section.runs.get(ordering.better), section.runs.get(ordering.worse))
+    text = _compare(ordering, runs)
+    if runs[0] is None or runs[1] is None:
+        return text
+    longer = {t.final: t for t in tiers(runs[0])[1:]}, {t.final: t for t in tiers(runs[1])[1:]}
+    shared = sorted(set(longer[0]) & set(longer[1]))
+    if not shared:
+        return text
+    images = shared[-1]
+    return f"{text}; at {fmt_images(images)} images, {_compare(ordering, (longer[0][images], longer[1][images]))}"
+
+
+def _compare(ordering: Ordering, runs: tuple[Run | None, Run | None]) -> str:
     finals = [run.final if run is not None else None for run in runs]
     stats = [run.stat("fid", final) if run is not None else None for run, final in zip(runs, finals, strict=True)]
     missing = [name for name, stat in zip((ordering.better, ordering.worse), stats, strict=True) if stat is None]
