@@ -132,6 +132,11 @@ def column_header(key: ColumnKey) -> str:
     return f"{metric} [{protocol or 'no protocol'}]" + (f" @ {gpu}" if gpu else "")
 
 
+def short_commit(record: Record) -> str:
+    """The record's code as a 12-digit git hash, '+dirty' for a changed working tree."""
+    return str(record.git.get("commit", "unknown"))[:12] + ("+dirty" if record.git.get("dirty") else "")
+
+
 def newest(items: list[Loaded]) -> Loaded:
     return max(items, key=lambda item: (item.record.created, item.path))
 
@@ -326,21 +331,25 @@ def performance_tables(records: list[Loaded], paper: PaperData) -> list[Table]:
             Table("performance-time", "Inference time", headers, rows, "lllrllrrrrrlr", [note], notes.items(), timing)
         )
     if training:
-        headers = ["Method", "Preset", "Dataset", "Res", "Protocol", "GPU", "Batch", "Images/s", "MFU"]
+        headers = ["Method", "Preset", "Dataset", "Res", "Protocol", "GPU", "Commit", "Batch", "Images/s", "MFU"]
         notes = Footnotes()
         rows = [
             [
                 *_label_cells(i.record),
                 Cell(i.record.protocol_name),
                 Cell(gpu_of(i.record)),
+                Cell(short_commit(i.record)),  # re-measurements of one preset and protocol differ by their code
                 _number(i.record.extra.get("batch", i.record.protocol.get("batch")), fmt_nfe),  # perf: in protocol
                 value_cell(i, 1, GROUPS["time"], notes),
                 _number(i.record.extra.get("mfu")),
             ]
             for i in training
         ]
+        note = "Commit: the code measured (git short hash, +dirty for a changed working tree)."
         out.append(
-            Table("performance-train", "Training throughput", headers, rows, "lllrllrrr", [], notes.items(), training)
+            Table(
+                "performance-train", "Training throughput", headers, rows, "lllrlllrrr", [note], notes.items(), training
+            )
         )
     for table in out:
         table.placed = list(table.used)
