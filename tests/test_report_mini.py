@@ -284,7 +284,7 @@ def test_curves_and_labelled_grid_are_written(tmp_path, name):
     for stem in ("mini-celebahq128-fid-vs-images", "mini-celebahq128-fid-vs-gpu-seconds"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "a" / "plots" / f"{stem}.{ext}").stat().st_size > 1000
-    with Image.open(tmp_path / "a" / "samples" / "mini-celebahq128-h200.png") as out, Image.open(grid) as src:
+    with Image.open(tmp_path / "a" / "samples" / "mini-celebahq128-runs.png") as out, Image.open(grid) as src:
         labelled, original = np.asarray(out.convert("RGB")), np.asarray(src.convert("RGB"))
     margin = labelled.shape[1] - original.shape[1]
     assert margin > 20 and labelled.shape[0] == original.shape[0]
@@ -292,7 +292,7 @@ def test_curves_and_labelled_grid_are_written(tmp_path, name):
     assert (labelled[:, :margin] < 128).any()  # ... and a label is drawn beside them
     assert first.grids["mini-celebahq128"] == Path(name).name
     tables_md = first.files["tables.md"].decode()
-    assert "![samples](samples/mini-celebahq128-h200.png)" in tables_md
+    assert "![samples](samples/mini-celebahq128-runs.png)" in tables_md
     assert "![FID vs gpu seconds](plots/mini-celebahq128-fid-vs-gpu-seconds.png)" in tables_md
     second = build_report(results, tmp_path / "b", tmp_path / "no-runs", PAPER)
     assert first.files == second.files  # deterministic bytes

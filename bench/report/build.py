@@ -90,7 +90,7 @@ def _mini_plots(
 ) -> None:
     for section in sections:
         report.files.update(mini_plots.section_files(section, results_dir))
-        names = [p.name for p in mini_plots.grid_paths(results_dir, section)]
+        names = mini_plots.grid_sources(results_dir, section)  # the raw grids its sample grid's rows come from
         report.grids |= {f"mini-{section.tag}": ", ".join(names)} if names else {}
     for section in classes:
         report.files.update(mini_class_plots.files(section, results_dir))

@@ -1,5 +1,5 @@
 """Figures of the class-conditional mini section: FID against guidance weight per family, the FID curves and sample
-grids of the preset's weight (mini_plots), and one labelled class grid.
+grid of the preset's weight (mini_plots), and one labelled class grid.
 
 Class grid: each run's newest grids/classes/<run>-seed<s>-<images>.png (its .json names the classes, seeds and
 guidance) at its largest images seen, lowest training seed; the families' grids side by side in registry order, one
@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.registry import mini_headline_runs
 from bench.report.mini import fmt_images
 from bench.report.mini_classes import ClassSection
-from bench.report.mini_plots import LINESTYLES, MARKERS, grid_name, grid_paths, section_files
+from bench.report.mini_plots import LINESTYLES, MARKERS, sample_grid_lines, section_files
 from bench.report.plots import Files, _figure, _legend, _save, _style, method_color
 from bench.report.select import method_label
 from bench.reproduce.mini import MINI_SUBDIR
@@ -147,8 +147,4 @@ def figure_lines(section: ClassSection, results_dir: Path) -> list[str]:
         sources = ", ".join(f"results/{p.relative_to(results_dir).as_posix()}" for p, _ in grids)
         lines += [f"Class grid (one row per class, one column block per family; from {sources}):", ""]
         lines += [f"![class grid]({class_grid_name(section)})", ""]
-    for path in grid_paths(results_dir, section.preset):
-        name = grid_name(section.preset, path)
-        lines += [f"Sample grid {name} (from results/{path.relative_to(results_dir).as_posix()}; one row per run, "
-                  "seed and point):", "", f"![samples]({name})", ""]  # fmt: skip
-    return lines
+    return lines + sample_grid_lines(section.preset, results_dir)

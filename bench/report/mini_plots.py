@@ -1,21 +1,25 @@
-"""The mini benchmark's figures: FID curves per resolution and the sample grids with each row labelled.
+"""The mini benchmark's figures: FID curves per resolution and one sample grid per section with each row labelled.
 
 Curves: FID (the section's one FID protocol) against images seen and against GPU seconds, one line per headline run
 (mean over training seeds at each point common to all of its seeds) with min-max error bars over the seeds; log x.
-Grids: results/mini/<dataset><res>/grids/<tag>.png (or grid-<tag>.png there) with its row index beside it, the same
-name in .json ({"rows": [{"run", "train_seed", "point", "images_seen"}, ...], "columns", "tile"}), become
-samples/mini-<dataset><res>-<tag>.png with a label beside each row (PIL's default font; same inputs, same bytes).
+Sample grid: each `bench reproduce mini` command leaves a raw grid results/mini/<dataset><res>/grids/<tag>.png (or
+grid-<tag>.png there) with its row index beside it, the same name in .json ({"rows": [{"run", "train_seed", "point",
+"images_seen"}, ...], "columns", "tile"}). The report writes ONE grid per section, samples/mini-<dataset><res>-runs.png:
+one row per run (headline runs, then ablations, then any other run), each the run at its largest images seen for
+training seed 0 (else its lowest seed) cut from the newest raw grid holding it, labelled with run, seed and images
+seen (PIL's default font; same inputs, same bytes). A raw grid without an index that fits its image is not used.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.registry import mini_headline_runs
+from bench.registry import mini_ablations, mini_headline_runs
 from bench.report.mini import Run, Section, fmt_images
 from bench.report.plots import Files, _figure, _legend, _save, _scale, _style, method_color
 from bench.report.select import method_label
@@ -118,61 +122,203 @@ def curve(section: Section, x_axis: str) -> Files:
         return _save(fig, curve_stem(section, x_axis))
 
 
-def grid_paths(results_dir: Path, section: Section) -> list[Path]:
+def raw_grids(results_dir: Path, section: Section) -> list[Path]:
+    """Every raw grid of the section: results/mini/<tag>/grids/*.png and the older layout's grid-*.png there."""
     folder = Path(results_dir) / MINI_SUBDIR / section.tag
     return sorted([*folder.glob("grid-*.png"), *folder.glob("grids/*.png")])
 
 
-def grid_name(section: Section, path: Path) -> str:
-    return f"samples/mini-{section.tag}-{path.stem.removeprefix('grid-')}.png"
+@dataclass(frozen=True)
+class GridRow:
+    """One row of a raw grid: the run, training seed and images seen it shows, and where its tiles lie."""
+
+    run: str
+    seed: int
+    images: int
+    grid: Path
+    tiles: tuple[tuple[int, int, int, int], ...]  # its tiles' (left, top, right, bottom) px in the raw grid, in order
+    created: str  # the grid's provenance time, "" when unknown
+
+    @property
+    def label(self) -> str:
+        return f"{self.run} (seed {self.seed})\n{fmt_images(self.images)} images"
 
 
-def grid_rows(path: Path) -> list[str] | None:
-    """One label per row from the grid's sidecar JSON, None when it has none (the grid is copied unlabelled)."""
+def _created(grid: Path) -> str:
+    """When the command that drew the grid started: provenance/<tag>.json's "created" ("" when unknown)."""
+    folder = grid.parent.parent if grid.parent.name == "grids" else grid.parent
     try:
-        rows = json.loads(path.with_suffix(".json").read_text())["rows"]
+        created = json.loads((folder / "provenance" / f"{grid.stem.removeprefix('grid-')}.json").read_text())["created"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return created if isinstance(created, str) else ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _tiles_per_row(grid: Path, rows: int, columns: int, tile: int, size: tuple[int, int]) -> int | None:
+    """How many tiles each index row has, of the counts that fit the image (None when none does).
+
+    bench/reproduce/benchmark.py concatenates the rows' images (a point's first `columns` images; fewer where its first
+    sample batch is smaller, the same count for every point of one command) and lays them out `columns` to a tile row,
+    black after the last (bench.sample.image_grid). Where several counts fit, the trailing black tiles decide.
+    """
+    width, height = size
+    if width % columns or height % tile:
+        return None
+    tile_rows, tile_width = height // tile, width // columns
+    fits = [k for k in range(columns, 0, -1) if -(-rows * k // columns) == tile_rows]
+    if len(fits) <= 1:
+        return fits[0] if fits else None
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(grid) as image:
+        pixels = np.asarray(image.convert("RGB"))
+
+    def blank(slot: int) -> bool:
+        r, c = divmod(slot, columns)
+        return not pixels[r * tile : (r + 1) * tile, c * tile_width : (c + 1) * tile_width].any()
+
+    filled = tile_rows * columns  # tiles up to the last one that is not all black
+    while filled and blank(filled - 1):
+        filled -= 1
+    return next((k for k in fits if rows * k <= filled), None)
+
+
+def index_rows(grid: Path) -> list[GridRow] | None:
+    """The grid's rows as its index (the .json beside it) lists them; None without an index that fits the image.
+    Index row i is tiles i*k .. (i+1)*k - 1 in reading order (k: _tiles_per_row; `columns` in every grid so far)."""
+    from PIL import Image
+
+    try:
+        index = json.loads(grid.with_suffix(".json").read_text())
+        rows, columns, tile = index["rows"], index["columns"], index["tile"]
+        with Image.open(grid) as image:
+            size = image.size
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+    if not isinstance(rows, list) or not rows or not _is_int(columns) or not _is_int(tile) or min(columns, tile) < 1:
         return None
-    labels = []
-    for row in rows:
-        images = row.get("images_seen")
-        seen = f"{fmt_images(images)} images" if isinstance(images, int | float) else "images seen unknown"
-        labels.append(f"{row.get('run', '?')} (seed {row.get('train_seed', '?')})\n{seen}")
-    return labels
+    per_row = _tiles_per_row(grid, len(rows), columns, tile, size)
+    if per_row is None:
+        return None
+    tile_width, created, out = size[0] // columns, _created(grid), []
+    for i, row in enumerate(rows):
+        places = [divmod(j, columns) for j in range(i * per_row, (i + 1) * per_row)]
+        tiles = tuple((c * tile_width, r * tile, (c + 1) * tile_width, (r + 1) * tile) for r, c in places)
+        fields = [row.get(k) for k in ("run", "train_seed", "images_seen")] if isinstance(row, dict) else []
+        if fields and isinstance(fields[0], str) and _is_int(fields[1]) and _is_int(fields[2]):
+            out.append(GridRow(fields[0], fields[1], fields[2], grid, tiles, created))
+    return out
 
 
-def labelled_grid(path: Path) -> bytes:
-    """The grid with its row labels drawn in a white margin on the left (PNG bytes)."""
+def _row_order(runs: set[str]) -> list[str]:
+    """The headline runs, then the ablation runs (bench.registry order), then any other run by name."""
+    named = [*mini_headline_runs(), *(run for settings in mini_ablations().values() for run, _ in settings)]
+    order = [run for run in dict.fromkeys(named) if run in runs]
+    return order + sorted(runs - set(order))
+
+
+def sample_rows(results_dir: Path, section: Section) -> list[GridRow]:
+    """One row per run: its training seed 0 (else its lowest seed) at the largest images seen any raw grid shows for
+    that seed, taken from the newest grid that holds it (provenance time, then name; its first such row)."""
+    found: dict[str, list[GridRow]] = {}
+    for grid in raw_grids(results_dir, section):
+        for row in index_rows(grid) or []:
+            found.setdefault(row.run, []).append(row)
+    chosen = []
+    for run in _row_order(set(found)):
+        rows = found[run]
+        seed = 0 if any(r.seed == 0 for r in rows) else min(r.seed for r in rows)
+        images = max(r.images for r in rows if r.seed == seed)
+        best = [r for r in rows if (r.seed, r.images) == (seed, images)]
+        chosen.append(max(best, key=lambda r: (r.created, r.grid.as_posix(), -r.tiles[0][1], -r.tiles[0][0])))
+    return chosen
+
+
+def sample_grid_name(section: Section) -> str:
+    return f"samples/mini-{section.tag}-runs.png"
+
+
+def sample_grid(rows: list[GridRow]) -> bytes:
+    """The rows stacked in order, each labelled in a white margin on the left (PNG bytes; same inputs, same bytes)."""
     from PIL import Image, ImageDraw, ImageFont
 
-    labels = grid_rows(path)
-    if labels is None:
-        return path.read_bytes()
-    with Image.open(path) as opened:
-        image = opened.convert("RGB")
-    row_height = image.height / len(labels)
-    font = ImageFont.load_default(size=max(9, min(20, round(row_height / 7))))
+    opened: dict[Path, Image.Image] = {}
+    for row in rows:
+        if row.grid not in opened:
+            with Image.open(row.grid) as image:
+                opened[row.grid] = image.convert("RGB")
+    heights = [max(b[3] - b[1] for b in row.tiles) for row in rows]
+    widths = [sum(b[2] - b[0] for b in row.tiles) for row in rows]
+    font = ImageFont.load_default(size=max(9, min(20, round(max(heights) / 7))))
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    boxes = [probe.multiline_textbbox((0, 0), label, font=font) for label in labels]
+    boxes = [probe.multiline_textbbox((0, 0), row.label, font=font) for row in rows]
     margin = max(box[2] for box in boxes) + 2 * LABEL_PAD
-    canvas = Image.new("RGB", (margin + image.width, image.height), "white")
-    canvas.paste(image, (margin, 0))
+    canvas = Image.new("RGB", (margin + max(widths), sum(heights)), "white")
     draw = ImageDraw.Draw(canvas)
-    for i, (label, box) in enumerate(zip(labels, boxes, strict=True)):
-        top = i * row_height + (row_height - box[3]) / 2
-        draw.multiline_text((LABEL_PAD, round(top)), label, fill="black", font=font)
+    top = 0
+    for row, height, box in zip(rows, heights, boxes, strict=True):
+        left = margin
+        for tile in row.tiles:
+            canvas.paste(opened[row.grid].crop(tile), (left, top))
+            left += tile[2] - tile[0]
+        draw.multiline_text((LABEL_PAD, top + (height - box[3]) // 2), row.label, fill="black", font=font)
+        top += height
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
+def _sources(results_dir: Path, rows: list[GridRow]) -> tuple[Path, list[str]]:
+    """The raw grids' common folder (relative to results_dir) and each row's grid name in it."""
+    root = Path(results_dir)
+    folder = Path(os.path.commonpath([r.grid.parent for r in rows]))
+    return folder.relative_to(root), [r.grid.relative_to(folder).as_posix() for r in rows]
+
+
+def sample_grid_lines(section: Section, results_dir: Path) -> list[str]:
+    """Markdown for the section's labelled sample grid (none without one), naming the raw grid of every row."""
+    rows = sample_rows(results_dir, section)
+    if not rows:
+        return []
+    folder, names = _sources(results_dir, rows)
+    sources = ", ".join(f"{row.run} from {name}" for row, name in zip(rows, names, strict=True))
+    name = sample_grid_name(section)
+    head = (
+        f"Sample grid {name}: one row per run (headline runs, then ablations), each at its largest images seen for "
+        f"training seed 0 (else its lowest seed), from the newest raw grid that holds it (results/{folder.as_posix()}/"
+        f": {sources}):"
+    )
+    return [head, "", f"![samples]({name})", ""]
+
+
+def grid_sources(results_dir: Path, section: Section) -> list[str]:
+    """The names of the raw grids the section's sample grid takes its rows from, sorted."""
+    return sorted({row.grid.name for row in sample_rows(results_dir, section)})
+
+
+def grid_paths(results_dir: Path, section: Section) -> list[Path]:
+    """[the raw grids' common folder] when the section has a sample grid, else []: with grid_name, one valid link for
+    callers that still loop over raw grids (mini_text; sample_grid_lines names each row's grid)."""
+    rows = sample_rows(results_dir, section)
+    return [Path(results_dir) / _sources(results_dir, rows)[0]] if rows else []
+
+
+def grid_name(section: Section, path: Path) -> str:
+    """The one labelled sample grid of the section, whichever raw grid `path` names."""
+    return sample_grid_name(section)
+
+
 def section_files(section: Section, results_dir: Path) -> Files:
-    """The section's curves and labelled grids."""
+    """The section's curves and its one labelled sample grid."""
     files: Files = {}
     for x_axis in X_AXES:
         files.update(curve(section, x_axis))
-    for path in grid_paths(results_dir, section):
-        files[grid_name(section, path)] = labelled_grid(path)
+    rows = sample_rows(results_dir, section)
+    if rows:
+        files[sample_grid_name(section)] = sample_grid(rows)
     return files
