@@ -66,6 +66,7 @@ def test_one_command_trains_scores_every_point_and_bundles_it(tmp_path: Path, ch
     fid = by_key[("lapflow", 1, 1, "fid")]
     assert fid.extra["benchmark"] == MINI_BENCHMARK and fid.extra["images_seen"] == 16 and fid.extra["final"]
     assert fid.config["seed"] == 1 and fid.protocol["name"] == "fid-tf-6-celebahq64" and fid.sampling["nfe"] == 2
+    assert fid.extra["compile"] is False  # --train-path auto on the CPU: eager
     assert fid.extra["fid_bootstrap"]["reps"] == 2 and "fid_bootstrap" not in by_key[("lapflow", 1, 0, "fid")].extra
     first = by_key[("lfm", 0, 0, "kid")]
     assert (
@@ -123,6 +124,24 @@ def test_one_command_refuses_features_of_other_images(tmp_path: Path, cheap_fid:
         "--out", str(tmp_path / "results"), "--set", "train.batch_size=4"])  # fmt: skip
     assert result.exit_code == 1 and "other images than the carried latents" in result.output
     assert not (tmp_path / "results").exists()
+
+
+def test_train_path_picks_graphs_on_cuda_and_set_overrides_it(tmp_path: Path) -> None:
+    from bench.config import parse_set
+    from bench.reproduce.benchmark import BenchmarkOptions, run_config, train_path
+    from bench.reproduce.mini import read_carry
+
+    assert [train_path("auto", d) for d in ("cuda", "cuda:1", "cpu")] == ["graphs", "graphs", "eager"]
+    assert train_path("compile", "cuda") == "compile"
+    with pytest.raises(BenchError, match="--train-path must be auto or one of eager, compile, graphs, not 'fast'"):
+        train_path("fast", "cuda")
+    carry = read_carry(fabricated_carry(tmp_path))
+    opts = BenchmarkOptions(carry.folder, tmp_path, tmp_path, ["lfm"], [0], 16, 2, 6, tmp_path)
+    graphs = run_config(carry, "lfm-celebahq128-mini", "lfm", 0, opts, "graphs").train
+    assert (graphs.compile, graphs.compile_mode) == (True, "reduce-overhead")
+    opts.overrides = [parse_set("train.compile_mode=default")]  # --set wins over the path
+    assert run_config(carry, "lfm-celebahq128-mini", "lfm", 0, opts, "graphs").train.compile_mode == "default"
+    assert run_config(carry, "lfm-celebahq128-mini", "lfm", 0, opts, "eager").train.compile is False
 
 
 def test_ingest_refuses_a_bundle_with_a_bad_record_before_writing(tmp_path: Path) -> None:

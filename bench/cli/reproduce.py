@@ -219,6 +219,10 @@ def mini_command(
         Path | None,
         typer.Option(help="Also clean-fid FID at the last point: `mini-prepare --features --backend clean`'s file."),
     ] = None,
+    train_path: Annotated[
+        str,
+        typer.Option(help="Training path: auto (CUDA graphs on a GPU, eager elsewhere), eager, compile, graphs."),
+    ] = "auto",
 ) -> None:
     """The mini benchmark in one command: train each run, sample and score it at every point, write records."""
     from bench.cli.eval import results_dir, split_list
@@ -247,6 +251,7 @@ def mini_command(
         guidance=parse_sweep(guidance),
         val_features=val_features,
         real_features_clean=real_features_clean,
+        train_path=train_path,
     )
     summary = run_benchmark(opts)
     done = [k for k, v in summary["runs"].items() if v["complete"]]
