@@ -171,3 +171,60 @@ def test_respacing_keeps_alpha_bar_at_kept_steps(count: int) -> None:
     assert spaced.model_timesteps(t).tolist() == kept
     if count == T:
         np.testing.assert_allclose(spaced.betas, betas, rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# device tables: made once at construction, only indexed by the lookups (a compiled loss may not create them)
+
+
+def _ops_of(fn) -> list[str]:
+    """The aten ops that `fn()` runs (TorchDispatchMode sees every op, wherever it is called from)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func.overloadpacket.__name__))
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+def test_tables_are_buffers_equal_to_the_numpy_tables() -> None:
+    from baselines.dit.diffusion import TABLES
+
+    diffusion = GaussianDiffusion(linear_betas(T))
+    for row, name in enumerate(TABLES):
+        table = torch.from_numpy(getattr(diffusion, name))
+        assert torch.equal(diffusion.tables_f64[row], table)
+        assert torch.equal(diffusion.tables_f32[row], table.to(torch.float32))  # rounded once, as lookups did
+    buffers = dict(diffusion.named_buffers())
+    assert set(buffers) == {"tables_f32", "tables_f64"} and not diffusion.state_dict()  # derived, never saved
+    t = torch.tensor([0, 1, 500, 999])
+    for dtype in (torch.float32, F64):
+        got = diffusion._at("alphas_cumprod", t, torch.zeros(4, 2, 3, dtype=dtype))
+        want = torch.from_numpy(diffusion.alphas_cumprod).to(dtype)[t].view(4, 1, 1)
+        assert got.dtype == dtype and torch.equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_lookups_create_no_table_tensor_from_the_first_call_on(dtype: torch.dtype) -> None:
+    """The lazy cache this replaces copied each numpy table to the device on first use, inside the loss: under CUDA
+    graphs that copy was a graph output, overwritten by the next replay. Now the first call only indexes buffers."""
+    diffusion = GaussianDiffusion(linear_betas(T))
+    g = torch.Generator().manual_seed(0)
+    x0, eps = (torch.randn(4, 2, 4, 4, generator=g, dtype=dtype) for _ in range(2))
+    out = torch.randn(4, 4, 4, 4, generator=g, dtype=dtype)
+    t = torch.tensor([0, 3, 500, 999])
+
+    def loss() -> None:
+        xt = diffusion.q_sample(x0, t, eps)
+        diffusion.training_losses(out, x0, xt, t, eps)
+
+    ops = _ops_of(loss)
+    assert "index" in ops  # the lookups: an index into a buffer
+    assert not {"_to_copy", "copy_", "lift_fresh", "_copy_from"} & set(ops), sorted(set(ops))
+    assert _ops_of(loss) == ops  # a repeated call runs the same ops

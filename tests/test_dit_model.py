@@ -118,6 +118,20 @@ def test_tiny_model_overfits_one_batch() -> None:
     assert after < 0.25, (before, after)
 
 
+def test_diffusion_tables_move_with_the_model_and_stay_out_of_its_state() -> None:
+    """The coefficient tables are non-persistent buffers of the training process (a submodule): `.to(device)` moves
+    them before anything is compiled, checkpoints keep only the network, and a sampling chain follows the model."""
+    model = build(DiTConfig(backbone=MICRO), (1, 8, 8), 0)
+    assert all(k.startswith("net.") for k in model.state_dict())
+    assert {n for n, _ in model.named_buffers()} >= {"diffusion.tables_f32", "diffusion.tables_f64"}
+    process = model.sampling_process(5)
+    assert process.tables_f32.device.type == "cpu"
+    model.to("meta")
+    assert model.diffusion.tables_f32.device.type == model.diffusion.tables_f64.device.type == "meta"
+    assert model.sampling_process(5) is process and process.tables_f64.device.type == "meta"
+    assert process.tables_f64.dtype == torch.float64 and model.diffusion.tables_f32.dtype == torch.float32
+
+
 def test_fixed_variance_option_and_training_after_inference_mode() -> None:
     model = build(DiTConfig(backbone=TINY, learn_sigma=False), (3, 16, 16), 0)
     assert model.net.out_channels == 3

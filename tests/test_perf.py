@@ -74,3 +74,30 @@ def test_perf_training_cli_runs_several_presets_with_per_stage_profile_tables(tm
     assert table.count("# stage ") == len(lap["profile"]["by_stage"]) and "aten::" in table
     assert records["pyramidal-flow-celebahq128-mini"].extra["profile"]["by_stage"].keys() == {"all"}
     json.dumps(lap)  # the record's extra stays JSON
+
+
+def test_training_suite_writes_what_finished_then_raises_one_error(tmp_path, monkeypatch):
+    """Without a failures list the suite raises once, after the last preset; unknown presets fail before any work."""
+    import pytest
+
+    from bench.errors import BenchError
+    from bench.perf import suites
+
+    real = suites.build
+
+    def build(preset, *args, **kwargs):
+        if preset.startswith("lfm"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return real(preset, *args, **kwargs)
+
+    monkeypatch.setattr(suites, "build", build)
+    presets = ["lfm-celebahq256-l2", "dit-celebahq256-l2"]
+    with pytest.raises(BenchError, match=r"^1 training measurement\(s\) failed, .*: eager training of "
+                       r"lfm-celebahq256-l2 failed while building the model \(OutOfMemoryError: CUDA out of memory\. "
+                       r"Tried to allocate 2\.00 GiB\)$"):  # fmt: skip
+        suites.training_suite(CPU, tmp_path, presets, batch=2, warmup=0, steps=1, precision="fp32", backbone=TINY)
+    records = {r.preset: r for r in load_records(tmp_path)}
+    assert records["dit-celebahq256-l2"].value > 0 and records["lfm-celebahq256-l2"].value is None
+    with pytest.raises(BenchError, match="Unknown preset"):
+        suites.training_suite(CPU, tmp_path / "new", ["lfm-celebahq256-l2", "nope"], batch=2, backbone=TINY)
+    assert not (tmp_path / "new").exists()

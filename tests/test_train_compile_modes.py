@@ -27,6 +27,7 @@ from bench.train_step import (
     check_graph_layout,
     compile_loss,
     compile_note,
+    draw_stage,
     make_optimizer,
     train_step,
 )
@@ -34,7 +35,7 @@ from bench.validate import check_train
 
 CPU = torch.device("cpu")
 TINY = {"size": "S", "depth": 1, "hidden": 64, "heads": 4}
-PRESETS = ("lapflow-tiny", "pyramidal-flow-tiny", "lfm-tiny")
+PRESETS = ("lapflow-tiny", "pyramidal-flow-tiny", "lfm-tiny", "dit-tiny")
 # float32: inductor fuses and reorders reductions (~1e-6 per op); over a few AdamW steps the losses stay within these.
 ATOL, RTOL = 1e-5, 1e-4
 
@@ -84,6 +85,37 @@ def test_graph_mode_on_the_cpu_compiles_without_graphs_and_follows_eager(preset:
     assert "need a CUDA device" in (compile_note("reduce-overhead", CPU) or "")
     assert compile_note("default", CPU) is None and compile_note("reduce-overhead", torch.device("cuda")) is None
     _assert_follows_eager(preset, CPU, "reduce-overhead")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_compiled_loss_is_one_graph_whose_only_output_is_the_loss(preset: str) -> None:
+    """What CUDA graph trees need of THE loss, checked on dynamo's graph on the CPU: nothing the loss creates
+    outlives a call. DiT's diffusion once copied its numpy tables to the device lazily, inside the loss: dynamo made
+    those copies outputs of the first graph (stored in a cache, then read by a recompiled second graph), and under
+    reduce-overhead the next replay overwrote them ("accessing tensor output of CUDAGraphs that has been
+    overwritten"). Each stage shape gets one graph, compiled once, returning the per-sample loss alone."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    graphs: list[torch.fx.GraphModule] = []
+
+    def recorder(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    _, model = build(preset, 32, CPU, TINY)
+    loss_fn = torch.compile(LossModule(_nontrivial(model)), backend=recorder, dynamic=False)
+    x = torch.randn(4, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    stages = set()
+    for _ in range(6):
+        stage = draw_stage(model)
+        stages.add(stage)
+        (loss_fn(x, None) if stage is None else loss_fn(x, None, stage=stage)).sum().backward()
+    assert len(graphs) == len(stages), [g.code for g in graphs]  # no recompilation after the first call
+    for gm in graphs:
+        (output,) = [n for n in gm.graph.nodes if n.op == "output"]
+        results = output.args[0] if isinstance(output.args[0], tuple | list) else (output.args[0],)
+        assert len(results) == 1, gm.code
 
 
 def test_graph_modes_are_refused_with_several_processes_and_bad_modes_in_one_sentence() -> None:
@@ -161,6 +193,69 @@ def test_perf_training_modes_record_each_mode_and_its_loss_match(tmp_path: Path)
     assert match.extra["rng_match"] is True and match.extra["met"] is True
     bad = CliRunner().invoke(app, [*args[:-6], "--modes", "turbo", "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "Unknown mode 'turbo'" in bad.output
+
+
+def test_perf_training_records_a_failed_mode_and_goes_on_with_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One preset failing in one mode (as DiT did under CUDA graphs on the H200) is recorded as n/a with the reason;
+    every other preset and mode is measured and compared, and the command exits 1 at the end, naming the failure."""
+    from typer.testing import CliRunner
+
+    from bench.cli.app import app
+    from bench.perf import suites
+    from bench.results import load_records
+
+    real = suites.make_train_step
+    overwritten = "Error: accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run."
+
+    def make_train_step(model, cfg, device, compile_backend, *args, **kwargs):  # type: ignore[no-untyped-def]
+        step = real(model, cfg, device, compile_backend, *args, **kwargs)
+        if cfg.family != "dit" or compile_backend is None:
+            return step
+
+        def failing(x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError(f"{overwritten} Stack trace: File ...\n  line 2 of the message\n  line 3")
+
+        return failing
+
+    monkeypatch.setattr(suites, "make_train_step", make_train_step)
+    presets = "lfm-celebahq128-mini,dit-celebahq128-mini"
+    args = ["--device", "cpu", "perf", "training", "--presets", presets, "--batch", "2", "--tiny"]
+    args += ["--modes", "eager,compile-graphs", "--warmup", "1", "--steps", "2", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    sentence = (
+        "compile-graphs training of dit-celebahq128-mini failed while running the warm-up and timed steps "
+        f"(RuntimeError: {overwritten} Stack trace: File ...)"
+    )
+    summary = f"error: 1 training measurement(s) failed, the others are recorded in {tmp_path}: {sentence}"
+    assert summary in result.output
+    assert "line 2 of the message" not in result.output
+    records = {(r.metric, r.preset, r.protocol_name): r for r in load_records(tmp_path)}
+    lfm, dit = "lfm-celebahq128-mini", "dit-celebahq128-mini"
+    assert set(records) == {
+        ("train_throughput", lfm, "train-b2-bf16-cpu"),
+        ("train_throughput", dit, "train-b2-bf16-cpu"),
+        ("train_throughput", lfm, "train-b2-bf16-compile-graphs-cpu"),
+        ("train_throughput", dit, "train-b2-bf16-compile-graphs-cpu"),
+        ("train_loss_match", lfm, "train-b2-bf16-compile-graphs-vs-eager-cpu"),
+        ("train_loss_match", dit, "train-b2-bf16-compile-graphs-vs-eager-cpu"),
+    }
+    failed = records[("train_throughput", dit, "train-b2-bf16-compile-graphs-cpu")]
+    assert failed.value is None and failed.note == sentence
+    assert failed.extra["failure"] == {
+        "preset": dit,
+        "mode": "compile-graphs",
+        "phase": "running the warm-up and timed steps",
+        "error": f"RuntimeError: {overwritten} Stack trace: File ...",
+    }
+    assert records[("train_throughput", dit, "train-b2-bf16-cpu")].value > 0  # eager DiT is measured
+    match = records[("train_loss_match", lfm, "train-b2-bf16-compile-graphs-vs-eager-cpu")]
+    assert match.value is not None and match.extra["met"] is True and match.extra["rng_match"] is True
+    missing = records[("train_loss_match", dit, "train-b2-bf16-compile-graphs-vs-eager-cpu")]
+    assert missing.value is None and missing.extra["met"] is None and missing.note == f"not compared: {sentence}"
+    assert f"= n/a images/s ({sentence})" in result.output  # the command's own line for the failed measurement
 
 
 @pytest.mark.gpu

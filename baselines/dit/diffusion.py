@@ -5,7 +5,10 @@ between the posterior variance and beta_t), trained with the improved-DDPM hybri
 variational bound term on the variance with the mean frozen). Timesteps are indices t = 0..T-1 of the chain, t = 0
 being one step of noise; a respaced process keeps a subset of the original steps and maps back to the original
 indices for the network. Coefficient tables are float64 numpy; lookups give float64 for float64 inputs and float32
-otherwise. This module never imports `bench`.
+otherwise. The process is an nn.Module whose (non-persistent) buffers hold the tables as tensors in both dtypes, made
+once at construction and moved by `.to(device)` with the model: a compiled loss only indexes them (a device copy
+made and cached lazily inside torch.compile became a CUDA-graph output that the next replay overwrote). This module
+never imports `bench`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 LN2 = math.log(2.0)  # the VLB is reported in bits, as upstream
 PIXEL_BIN_HALF_WIDTH = 1.0 / 255.0  # half an 8-bit bin on [-1, 1] (discretised decoder likelihood)
 REFERENCE_STEPS = 1000  # Ho et al.'s linear schedule is defined for 1000 steps; other lengths rescale it
+TABLES = (  # the coefficient tables a lookup reads (numpy attributes; rows of the `tables_f32` / `tables_f64` buffers)
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "posterior_variance",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+    "posterior_log_variance_clipped",
+    "fixed_large_log_variance",
+    "log_betas",
+)
 
 
 def linear_betas(steps: int, start: float = 1e-4, end: float = 0.02) -> np.ndarray:
@@ -65,10 +78,15 @@ def mean_flat(x: Tensor) -> Tensor:
     return x.mean(dim=tuple(range(1, x.dim())))
 
 
-class GaussianDiffusion:
-    """One discrete Gaussian diffusion process (the 1000-step training chain, or a respaced sampling chain)."""
+class GaussianDiffusion(nn.Module):
+    """One discrete Gaussian diffusion process (the 1000-step training chain, or a respaced sampling chain).
+
+    The float64 numpy tables stay the reference (and what tests read); `tables_f32` and `tables_f64` [len(TABLES), T]
+    are their tensor copies (float64 -> float32 rounded once, as the lookups always did), built here, eagerly.
+    """
 
     def __init__(self, betas: np.ndarray, timestep_map: Sequence[int] | None = None, learn_sigma: bool = True) -> None:
+        super().__init__()
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a 1-D array with values in (0, 1]")
@@ -89,7 +107,11 @@ class GaussianDiffusion:
         else:  # a one-step chain never adds noise; any finite log variance keeps the formulas defined
             self.posterior_log_variance_clipped = self.fixed_large_log_variance = np.log(betas)
         self.log_betas = np.log(betas)
-        self._device_tables: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+        stacked = torch.from_numpy(np.stack([getattr(self, name) for name in TABLES]))
+        # Not in the state dict (derived from the config, like the positional tables); `.to(device)` moves them.
+        self.register_buffer("tables_f64", stacked, persistent=False)
+        self.register_buffer("tables_f32", stacked.to(torch.float32), persistent=False)
+        self._rows = {name: i for i, name in enumerate(TABLES)}
 
     @classmethod
     def respaced(cls, betas: np.ndarray, use_timesteps: Sequence[int], learn_sigma: bool = True) -> GaussianDiffusion:
@@ -101,13 +123,14 @@ class GaussianDiffusion:
     # ------------------------------------------------------------------------------------------------------------
     # lookups
 
-    def _at(self, table: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
-        """table[t] broadcast against `like` [B, ...]."""
-        dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-        key = (id(table), t.device, dtype)  # tables are never reassigned, so their id is a stable key
-        if key not in self._device_tables:
-            self._device_tables[key] = torch.from_numpy(table).to(device=t.device, dtype=dtype)
-        return self._device_tables[key][t].view(-1, *([1] * (like.dim() - 1)))
+    def _at(self, name: str, t: Tensor, like: Tensor) -> Tensor:
+        """Table `name` at t, broadcast against `like` [B, ...]: an index into a buffer, no new table tensor."""
+        f64 = like.dtype == torch.float64
+        table = (self.tables_f64 if f64 else self.tables_f32)[self._rows[name]]
+        # No-ops for a process on t's device in its own dtypes; otherwise (a process not moved with its model, or
+        # cast by `.double()`) a per-call copy, never cached, so nothing made inside a compiled region outlives it.
+        table = table.to(device=t.device, dtype=torch.float64 if f64 else torch.float32)
+        return table[t].view(-1, *([1] * (like.dim() - 1)))
 
     def model_timesteps(self, t: Tensor) -> Tensor:
         """Indices of this process -> indices of the original chain (what the network is conditioned on)."""
@@ -118,24 +141,24 @@ class GaussianDiffusion:
 
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and log variance of q(x_t | x_0)."""
-        alpha_bar = self._at(self.alphas_cumprod, t, x0)
+        alpha_bar = self._at("alphas_cumprod", t, x0)
         return alpha_bar.sqrt() * x0, 1.0 - alpha_bar, torch.log1p(-alpha_bar)
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        alpha_bar = self._at(self.alphas_cumprod, t, x0)
+        alpha_bar = self._at("alphas_cumprod", t, x0)
         return alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * eps
 
     def q_posterior(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x_0)."""
-        mean = self._at(self.posterior_mean_coef1, t, xt) * x0 + self._at(self.posterior_mean_coef2, t, xt) * xt
-        return mean, self._at(self.posterior_variance, t, xt), self._at(self.posterior_log_variance_clipped, t, xt)
+        mean = self._at("posterior_mean_coef1", t, xt) * x0 + self._at("posterior_mean_coef2", t, xt) * xt
+        return mean, self._at("posterior_variance", t, xt), self._at("posterior_log_variance_clipped", t, xt)
 
     def predict_x0(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        alpha_bar = self._at(self.alphas_cumprod, t, xt)
+        alpha_bar = self._at("alphas_cumprod", t, xt)
         return (xt - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
 
     def predict_eps(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        alpha_bar = self._at(self.alphas_cumprod, t, xt)
+        alpha_bar = self._at("alphas_cumprod", t, xt)
         return (xt - alpha_bar.sqrt() * x0) / (1.0 - alpha_bar).sqrt()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -151,10 +174,10 @@ class GaussianDiffusion:
     def model_log_variance(self, values: Tensor | None, t: Tensor, like: Tensor) -> Tensor:
         """Learned range: values -1 .. 1 interpolate log variance from the posterior's to log beta_t."""
         if values is None:
-            return self._at(self.fixed_large_log_variance, t, like).expand_as(like)
+            return self._at("fixed_large_log_variance", t, like).expand_as(like)
         frac = (values + 1) / 2
-        min_log = self._at(self.posterior_log_variance_clipped, t, like)
-        max_log = self._at(self.log_betas, t, like)
+        min_log = self._at("posterior_log_variance_clipped", t, like)
+        max_log = self._at("log_betas", t, like)
         return frac * max_log + (1 - frac) * min_log
 
     def p_mean_variance(self, out: Tensor, xt: Tensor, t: Tensor, clip: bool = False) -> tuple[Tensor, Tensor, Tensor]:
@@ -203,8 +226,8 @@ class GaussianDiffusion:
         """DDIM step (Song et al. eq. 12); eta = 0 is deterministic and needs no noise."""
         _, _, x0 = self.p_mean_variance(out, xt, t, clip)
         eps = self.predict_eps(xt, t, x0)  # re-derived so that clipping of x_0 is respected
-        alpha_bar = self._at(self.alphas_cumprod, t, xt)
-        alpha_bar_prev = self._at(self.alphas_cumprod_prev, t, xt)
+        alpha_bar = self._at("alphas_cumprod", t, xt)
+        alpha_bar_prev = self._at("alphas_cumprod_prev", t, xt)
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar)).sqrt() * (1 - alpha_bar / alpha_bar_prev).sqrt()
         mean = x0 * alpha_bar_prev.sqrt() + (1 - alpha_bar_prev - sigma**2).sqrt() * eps
         if noise is None or eta == 0.0:

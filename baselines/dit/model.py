@@ -33,8 +33,9 @@ class DiffusionTransformer(GenerativeModel):
         self.betas = linear_betas(cfg.diffusion_steps, cfg.beta_start, cfg.beta_end)
         if self.betas.max() > 1.0:
             raise BenchError(f"beta_end {cfg.beta_end} is too large for a {cfg.diffusion_steps}-step chain.")
+        # A submodule: its coefficient buffers move with the model, so the (compiled) loss only indexes them.
         self.diffusion = GaussianDiffusion(self.betas, learn_sigma=cfg.learn_sigma)
-        self._sampling: dict[int, GaussianDiffusion] = {}
+        self._sampling: dict[int, GaussianDiffusion] = {}  # a plain dict: not submodules, not in the EMA or state
         # The network sees integer timesteps of the training chain (time_scale 1, as DiT).
         self.net = DiT(
             cfg.backbone,
@@ -47,13 +48,16 @@ class DiffusionTransformer(GenerativeModel):
         )
 
     def sampling_process(self, steps: int) -> GaussianDiffusion:
-        """The chain respaced to `steps` evenly strided steps (cached)."""
+        """The chain respaced to `steps` evenly strided steps (cached), its tables on the model's device."""
         if not 1 <= steps <= self.cfg.diffusion_steps:
             raise BenchError(f"Sampling steps must be between 1 and {self.cfg.diffusion_steps}, got {steps}.")
         if steps not in self._sampling:
             kept = space_timesteps(self.cfg.diffusion_steps, steps)
             self._sampling[steps] = GaussianDiffusion.respaced(self.betas, kept, self.cfg.learn_sigma)
-        return self._sampling[steps]
+        process, device = self._sampling[steps], self.device
+        if process.tables_f32.device != device:
+            process.to(device)  # in place, once per move of the model
+        return process
 
     def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
         x = x.float()

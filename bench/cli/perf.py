@@ -99,27 +99,31 @@ def training_command(
 ) -> None:
     """Training images/s and model FLOPs utilisation of THE training step, per mode, all in one process; eager with
     compiled modes (`--modes eager,compile,compile-graphs`) also compares each one's loss curve with eager's step by
-    step (train_loss_match)."""
+    step (train_loss_match). A preset that fails in one mode is recorded as n/a with the reason and the command goes
+    on with the others; it exits 1 at the end, naming every failure, once everything that finished is written."""
     from bench.cli.eval import split_list
     from bench.perf.goals import training_goal
-    from bench.perf.suites import TRAIN_MODES, training_suite
+    from bench.perf.suites import TRAIN_MODES, TrainFailure, raise_failures, training_suite
 
     device, folder = _setup(out)
     wanted = ["compile"] if compile_ else split_list(modes, tuple(TRAIN_MODES), "mode")
     backbone = TINY_BACKBONE if tiny else None
     names = split_list(presets)
     compiled = tuple(dict.fromkeys(m for m in wanted if m != "eager"))
+    failures: list[TrainFailure] = []
     if "eager" in wanted and compiled:
         training_goal(
             device, folder, names, batch, warmup, steps, backbone, precision=precision, profile_steps=profile_steps,
-            modes=compiled,
+            modes=compiled, failures=failures,
         )  # fmt: skip
-        return
-    for mode in dict.fromkeys(wanted):
-        backend, mode_name = (None, "default") if mode == "eager" else ("inductor", TRAIN_MODES[mode] or "default")
-        training_suite(
-            device, folder, names, batch, warmup, steps, backend, precision, backbone, profile_steps, mode_name
-        )  # fmt: skip
+    else:
+        for mode in dict.fromkeys(wanted):
+            backend, mode_name = (None, "default") if mode == "eager" else ("inductor", TRAIN_MODES[mode] or "default")
+            training_suite(
+                device, folder, names, batch, warmup, steps, backend, precision, backbone, profile_steps, mode_name,
+                failures=failures,
+            )  # fmt: skip
+    raise_failures(failures, folder)
 
 
 @app.command("goals")
@@ -144,6 +148,7 @@ def goals_command(
     from bench.perf.accel import check_fast_path
     from bench.perf.goals import fid_goal, latency_goal, sampler_goal, training_goal
     from bench.perf.profiling import profile_suite
+    from bench.perf.suites import TrainFailure, raise_failures
 
     device, folder = _setup(out)
     wanted = split_list(suites, ("sampler", "latency", "training", "fid", "profile"), "suite")
@@ -158,9 +163,11 @@ def goals_command(
         sampler_goal(device, folder, _ints(res), fast_paths, steps, warmup, repeats, batch_scale, backbone)
     if "latency" in wanted:
         latency_goal(device, folder, latency_paths, warmup=warmup, repeats=repeats, backbone=backbone)
+    failures: list[TrainFailure] = []  # a failed training preset is recorded as n/a; the other goals still run
     if "training" in wanted:
-        training_goal(device, folder, split_list(train_presets), backbone=backbone)
+        training_goal(device, folder, split_list(train_presets), backbone=backbone, failures=failures)
     if "fid" in wanted:
         from bench.metrics.protocols import FID_BACKENDS
 
         fid_goal(device, folder, fid_images, backends=tuple(split_list(fid_backends, tuple(FID_BACKENDS), "backend")))
+    raise_failures(failures, folder)

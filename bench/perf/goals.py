@@ -25,7 +25,7 @@ from bench import registry
 from bench.config import resolve
 from bench.metrics.timing import TimingProtocol, synchronize, time_sampling
 from bench.perf.harness import LAYOUT_BATCH, build, record
-from bench.perf.suites import training_suite
+from bench.perf.suites import TrainFailure, raise_failures, training_suite
 
 # Goal thresholds, stored in each goal record (`extra.goal`: value and "<=" or ">=").
 SAMPLER_RATIO_GOAL = 0.70
@@ -163,25 +163,29 @@ def training_goal(
     precision: str = "bf16",
     profile_steps: int = 0,
     modes: tuple[str, ...] = ("compile",),
+    failures: list[TrainFailure] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Eager training of each preset, then each compiled mode of `modes` (bench.perf.suites.TRAIN_MODES), all in one
     process under the same seeds; a `train_loss_match` record per preset and mode compares the losses step by step
-    (and whether the RNG states after the timed steps agree: the same random draws). Returns {preset: {mode: dev}}."""
+    (and whether the RNG states after the timed steps agree: the same random draws). Returns {preset: {mode: dev}}.
+
+    A preset that fails in a mode (training_suite records it as n/a and goes on) gets an n/a loss match for that mode
+    (for every mode when eager failed) saying why; the pairs that finished are compared as usual. Failures go to
+    `failures`, or, without that list, are raised as one BenchError once every record is written."""
     from bench.perf.suites import TRAIN_MODES
 
+    own: list[TrainFailure] = [] if failures is None else failures
     digests: dict[str, dict[str, str]] = {"eager": {}}
     args = (device, out, presets, batch, warmup, steps)
-    eager = training_suite(*args, None, precision, backbone, profile_steps, rng_digests=digests["eager"])
+    eager = training_suite(*args, None, precision, backbone, profile_steps, rng_digests=digests["eager"], failures=own)
     deviations: dict[str, dict[str, float]] = {p: {} for p in presets}
     for mode in modes:
         digests[mode] = {}
         compiled = training_suite(
-            *args, compile_backend, precision, backbone, profile_steps, TRAIN_MODES[mode] or "default", digests[mode]
-        )
+            *args, compile_backend, precision, backbone, profile_steps, TRAIN_MODES[mode] or "default", digests[mode],
+            own,
+        )  # fmt: skip
         for preset in presets:
-            a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])
-            rel = ((b - a).abs() / a.abs().clamp_min(1e-12)).max().item()
-            deviations[preset][mode] = rel
             cfg = resolve(preset=preset)
             protocol = {
                 "name": f"train-b{batch}-{precision}-{mode}-vs-eager{'' if device.type == 'cuda' else '-cpu'}",
@@ -191,6 +195,15 @@ def training_goal(
                 "steps": warmup + steps,
                 "tolerance": f"max relative loss difference per step <= {LOSS_TOLERANCE}",
             }
+            if preset not in eager or preset not in compiled:
+                failed = [f for f in own if f.preset == preset and f.mode in ("eager", mode)]
+                note = "not compared: " + "; ".join(f.sentence() for f in failed)
+                extra = {"failures": [dataclasses.asdict(f) for f in failed], **goal(None, LOSS_TOLERANCE, "<=")}
+                record(cfg, "train_loss_match", None, "relative", protocol, device, extra, out, note=note)
+                continue
+            a, b = torch.tensor(eager[preset]), torch.tensor(compiled[preset])
+            rel = ((b - a).abs() / a.abs().clamp_min(1e-12)).max().item()
+            deviations[preset][mode] = rel
             extra = {
                 "eager_losses": eager[preset],
                 "compiled_losses": compiled[preset],
@@ -198,6 +211,8 @@ def training_goal(
                 **goal(rel, LOSS_TOLERANCE, "<="),
             }
             record(cfg, "train_loss_match", rel, "relative", protocol, device, extra, out)
+    if failures is None:
+        raise_failures(own, out)
     return deviations
 
 

@@ -40,13 +40,16 @@ def record(
     extra: dict,
     out: Path,
     sampling: dict | None = None,
+    note: str = "",
 ) -> Path:
+    """Write one record and print it as one line; `note` says why a value is None (n/a), as Record.note."""
     rec = run_record(
-        cfg, metric, value, unit, protocol, environment=environment(device), extra=extra, sampling=sampling or {}
-    )
+        cfg, metric, value, unit, protocol, environment=environment(device), extra=extra, sampling=sampling or {},
+        note=note,
+    )  # fmt: skip
     path = write_record(rec, out)
-    shown = "n/a" if value is None else f"{value:.6g}"
-    print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {shown} {unit}")
+    shown = ("n/a" if value is None else f"{value:.6g}") + f" {unit}" + (f" ({note})" if note else "")
+    print(f"{metric} [{protocol['name']}] {cfg.preset} {cfg.data.res}px = {shown}")
     return path
 
 

@@ -7,8 +7,10 @@ CPU runs work (tests) but their records say "device": "cpu" and are never report
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from bench import registry
 from bench.config import RunConfig, resolve
+from bench.errors import BenchError
 from bench.metrics.timing import measure, synchronize
 from bench.perf.harness import (
     LAYOUT_BATCH,
@@ -154,6 +157,34 @@ def train_mode_label(compile_backend: str | None, compile_mode: str = "default")
     return next(k for k, v in TRAIN_MODES.items() if v == compile_mode)
 
 
+@dataclass(frozen=True)
+class TrainFailure:
+    """One preset that failed in one mode of `bench perf training`: the others go on and are recorded."""
+
+    preset: str
+    mode: str
+    phase: str  # what it was doing: "building the model", "running the warm-up and timed steps", ...
+    error: str  # the exception's type and the first line of its message
+
+    def sentence(self) -> str:
+        return f"{self.mode} training of {self.preset} failed while {self.phase} ({self.error})"
+
+
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """`Type: first line of the message` (CUDA graph and dynamo errors run to dozens of lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
+def raise_failures(failures: list[TrainFailure], out: Path) -> None:
+    """One sentence for everything that failed (exit 1), once everything that finished is written."""
+    if failures:
+        raise BenchError(
+            f"{len(failures)} training measurement(s) failed, the others are recorded in {out}: "
+            + "; ".join(f.sentence() for f in failures)
+        )
+
+
 def training_suite(
     device: torch.device,
     out: Path,
@@ -167,6 +198,7 @@ def training_suite(
     profile_steps: int = 0,
     compile_mode: str = "default",
     rng_digests: dict[str, str] | None = None,
+    failures: list[TrainFailure] | None = None,
 ) -> dict[str, list[float]]:
     """Images/s of THE training step (forward, backward, AdamW, EMA) on random latents, with MFU from fvcore counts.
 
@@ -175,12 +207,15 @@ def training_suite(
     `compile_mode` is train.compile_mode's inductor mode. With `profile_steps`, that many further steps run under
     torch.profiler and each drawn stage's first profiled step becomes a per-op table (CUDA time, launch counts) in
     `<out>/profiles/<preset>-train-b<batch>-<mode>.txt`.
-    """
-    from bench.train_step import compile_note
 
-    numerics = configure_numerics(device, precision)
-    losses = {}
-    mode = train_mode_label(compile_backend, compile_mode)
+    A preset that fails (a compile or CUDA-graph error, out of memory) gets an n/a record saying why (`note`,
+    `extra.failure`) and the others are measured; its failure is appended to `failures`, or, without that list,
+    raised as one BenchError after the last preset. Unknown presets are refused before anything runs.
+    """
+    run = _TrainRun(device, out, batch, warmup, steps, compile_backend, precision, backbone, profile_steps,
+                    compile_mode, configure_numerics(device, precision))  # fmt: skip
+    configs = {preset: resolve(preset=preset) for preset in presets}  # bad names: one error before any work
+    losses, own = {}, [] if failures is None else failures
     for preset in presets:
         if compile_backend:
             # As in a fresh process: THE loss module's forward is one code object for every preset and mode, so
@@ -188,54 +223,123 @@ def training_suite(
             import torch._dynamo as dynamo  # `import torch._dynamo` would make `torch` local to this function
 
             dynamo.reset()
-        cfg, model = build(preset, resolve(preset=preset).data.res, device, backbone)
-        stages: list[int] = []
-        step = make_train_step(model, cfg, device, compile_backend, precision, stages, compile_mode)
-        elapsed, losses[preset] = _timed_training(step, model, device, batch, warmup, steps)
-        digest = rng_digest(device)
-        if rng_digests is not None:
-            rng_digests[preset] = digest
-        images_per_s = batch * steps / elapsed
-        train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
-        achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
-        peak = peak_tflops(device)
-        protocol = {
-            "name": f"train-b{batch}-{precision}{'' if mode == 'eager' else '-' + mode}{device_token(device)}",
-            "batch": batch,
-            "precision": precision,
-            "compile": compile_backend is not None,
-            "compile_backend": compile_backend,
-            "compile_mode": compile_mode if compile_backend else None,
-            "warmup_steps": warmup,
-            "timed_steps": steps,
+        attempt = _Attempt(preset, run.mode)
+        try:
+            losses[preset] = _measure_training(run, attempt, rng_digests)
+            continue
+        except Exception as exc:  # any fault of one preset: recorded below, and the other presets still run
+            failure = TrainFailure(preset, run.mode, attempt.phase, error_line(exc))
+        _release(device, compile_backend)  # outside the handler: the traceback no longer holds the model
+        own.append(failure)
+        extra = {"failure": dataclasses.asdict(failure), "numerics": run.numerics}
+        cfg = attempt.cfg or configs[preset]
+        record(cfg, "train_throughput", None, "images/s", run.protocol, device, extra, out, note=failure.sentence())
+    if failures is None:
+        raise_failures(own, out)
+    return losses
+
+
+@dataclass(frozen=True)
+class _TrainRun:
+    """The settings of one training_suite call (one mode over its presets)."""
+
+    device: torch.device
+    out: Path
+    batch: int
+    warmup: int
+    steps: int
+    compile_backend: str | None
+    precision: str
+    backbone: dict | None
+    profile_steps: int
+    compile_mode: str
+    numerics: Any
+
+    @property
+    def mode(self) -> str:
+        return train_mode_label(self.compile_backend, self.compile_mode)
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        return {
+            "name": f"train-b{self.batch}-{self.precision}{'' if self.mode == 'eager' else '-' + self.mode}"
+            f"{device_token(self.device)}",
+            "batch": self.batch,
+            "precision": self.precision,
+            "compile": self.compile_backend is not None,
+            "compile_backend": self.compile_backend,
+            "compile_mode": self.compile_mode if self.compile_backend else None,
+            "warmup_steps": self.warmup,
+            "timed_steps": self.steps,
             "optimizer": "AdamW (fused on CUDA)",
             "step": "bench.train_step.train_step (clipping, non-finite check, EMA): the step training runs",
             "data": "random latents copied from host each step",
-            "reportable": device.type == "cuda",
+            "reportable": self.device.type == "cuda",
         }
-        extra = {
-            "step_s": elapsed / steps,
-            "tflops_achieved": achieved,
-            "peak_tflops_bf16": peak,
-            "mfu": achieved / peak if peak else None,
-            "train_gmacs_per_image": train_gmacs,
-            "numerics": numerics,
-            "losses": losses[preset],
-            "rng_digest_after_timed_steps": digest,
-            **_stage_summary(stages, warmup),
-        }
-        if compile_backend and (note := compile_note(compile_mode, device)):
-            extra["compile_note"] = note
-        if profile_steps > 0:
-            from bench.perf.profiling import profile_training_steps
 
-            table = out / "profiles" / f"{preset}-train-b{batch}-{mode}.txt"
-            x = torch.randn(batch, *model.latent_shape, generator=torch.Generator().manual_seed(2))
-            extra["profile"] = profile_training_steps(
-                lambda s=step, x=x: s(x.to(device)), stages, device, table, profile_steps
-            )
-        record(cfg, "train_throughput", images_per_s, "images/s", protocol, device, extra, out)
-        del model, step
+
+class _Attempt:
+    """What a training measurement has got to: the phase names what failed, the config the record to write."""
+
+    def __init__(self, preset: str, mode: str) -> None:
+        self.preset, self.mode, self.phase, self.cfg = preset, mode, "building the model", None
+
+
+def _release(device: torch.device, compile_backend: str | None) -> None:
+    """After a failed preset: dynamo's caches and CUDA graph trees (reset), and the memory the model held."""
+    import gc
+
+    if compile_backend:
+        import torch._dynamo as dynamo
+
+        dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _measure_training(run: _TrainRun, attempt: _Attempt, rng_digests: dict[str, str] | None) -> list[float]:
+    """One preset's throughput record (training_suite); `attempt.phase` follows what it is doing."""
+    from bench.train_step import compile_note
+
+    device, preset = run.device, attempt.preset
+    cfg, model = build(preset, resolve(preset=preset).data.res, device, run.backbone)
+    attempt.cfg, stages = cfg, []
+    step = make_train_step(model, cfg, device, run.compile_backend, run.precision, stages, run.compile_mode)
+    attempt.phase = "running the warm-up and timed steps"
+    elapsed, losses = _timed_training(step, model, device, run.batch, run.warmup, run.steps)
+    digest = rng_digest(device)
+    images_per_s = run.batch * run.steps / elapsed
+    attempt.phase = "counting the FLOPs of a training forward"
+    train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
+    achieved = images_per_s * train_gmacs * 2 / 1e3  # TFLOP/s at 2 FLOPs per multiply-add
+    peak = peak_tflops(device)
+    extra = {
+        "step_s": elapsed / run.steps,
+        "tflops_achieved": achieved,
+        "peak_tflops_bf16": peak,
+        "mfu": achieved / peak if peak else None,
+        "train_gmacs_per_image": train_gmacs,
+        "numerics": run.numerics,
+        "losses": losses,
+        "rng_digest_after_timed_steps": digest,
+        **_stage_summary(stages, run.warmup),
+    }
+    if run.compile_backend and (note := compile_note(run.compile_mode, device)):
+        extra["compile_note"] = note
+    if run.profile_steps > 0:
+        from bench.perf.profiling import profile_training_steps
+
+        attempt.phase = "profiling the step"
+        table = run.out / "profiles" / f"{preset}-train-b{run.batch}-{run.mode}.txt"
+        x = torch.randn(run.batch, *model.latent_shape, generator=torch.Generator().manual_seed(2))
+        extra["profile"] = profile_training_steps(
+            lambda s=step, x=x: s(x.to(device)), stages, device, table, run.profile_steps
+        )
+    attempt.phase = "writing the record"
+    record(cfg, "train_throughput", images_per_s, "images/s", run.protocol, device, extra, run.out)
+    if rng_digests is not None:  # only presets whose record is written
+        rng_digests[preset] = digest
     return losses
 
 
