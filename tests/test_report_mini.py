@@ -16,6 +16,7 @@ from PIL import Image
 from bench.registry import mini_models
 from bench.report.build import build_report, generate
 from bench.report.mini import Run, collect, knee
+from bench.report.mini_plots import curve_series
 from bench.report.mini_text import NO_RECORDS, orderings, verdict
 from bench.reproduce.mini import MINI_BENCHMARK
 from bench.results import make_record, write_record
@@ -239,6 +240,16 @@ def test_a_seed_trained_further_adds_a_tier_and_keeps_the_shorter_runs_final_poi
     assert rows[1]["Knee (FID over the last doubling)"] == "past the knee (FID -4.5% over the last doubling)"
     assert rows[1]["FID seed std"] == "one seed"
     (section,) = collect(report.records)
+    # Curves follow training runs: the 4x budget is a line of its own, with its own 524k point (23, not 22).
+    series = curve_series(section, "images")
+    assert list(series) == [("lapflow", 524288), ("lapflow", 1048576), ("lfm", 524288), ("lfm", 1048576)]
+    assert [(p.x, p.fid) for p in series[("lapflow", 1048576)][1]] == [
+        (131072, 79),
+        (262144, 39),
+        (524288, 23),
+        (1048576, 21),
+    ]
+    assert [p.fid for p in series[("lapflow", 524288)][1]] == [81, 41, 23]  # means of two seeds
     (lapflow_lfm,) = (o for o in orderings() if o.what == "LapFlow < LFM")
     assert verdict(section, lapflow_lfm) == (
         "holds: LapFlow 23.0 vs LFM 45.5 (difference 22.5, 15.9x the larger seed std 1.41; 2 and 2 seeds); "

@@ -59,14 +59,29 @@ def _points(run: Run, x_axis: str) -> list[CurvePoint]:
     return out
 
 
-def curve_series(section: Section, x_axis: str) -> dict[str, tuple[Run, list[CurvePoint]]]:
-    """Headline run -> (run, its points), for the runs with at least one point."""
+def budget_runs(section: Section, name: str) -> list[tuple[int, Run]]:
+    """The run's training budgets (extra.budget_images), each as the Run of the FID records trained to it (newest per
+    seed and point), in budget order. A curve follows one training run: a 4x budget's points carry its own GPU
+    seconds and training path, so they are drawn as a line of their own, not joined to the shorter runs' points."""
+    by_budget: dict[int, Run] = {}
+    items = [i for i in section.placed if i.record.extra.get("run") == name and i.record.metric == "fid"]
+    for item in sorted(items, key=lambda i: (i.record.created, str(i.path))):  # the newest comes last and stays
+        extra = item.record.extra
+        budget = extra.get("budget_images")
+        if isinstance(budget, int):
+            run = by_budget.setdefault(budget, Run(name, item.record.model))
+            run.points.setdefault(extra["train_seed"], {}).setdefault(extra["images_seen"], {})["fid"] = item
+    return sorted(by_budget.items())
+
+
+def curve_series(section: Section, x_axis: str) -> dict[tuple[str, int], tuple[Run, list[CurvePoint]]]:
+    """(headline run, budget) -> (its records at that budget, their points), for those with at least one point."""
     series = {}
     for name in mini_headline_runs():
-        run = section.runs.get(name)
-        points = _points(run, x_axis) if run is not None else []
-        if points:
-            series[name] = (run, points)
+        for budget, run in budget_runs(section, name) if name in section.runs else []:
+            points = _points(run, x_axis)
+            if points:
+                series[(name, budget)] = (run, points)
     return series
 
 
@@ -96,7 +111,10 @@ def curve(section: Section, x_axis: str) -> Files:
     with _style():
         fig, (ax,) = _figure(width=6.0, height=4.6)
         xs = []
-        for i, (name, (run, points)) in enumerate(series.items()):
+        families = list(dict.fromkeys(name for name, _ in series))
+        shorter = {name: min(b for n, b in series if n == name) for name in families}
+        for (name, budget), (run, points) in series.items():
+            i, longer = families.index(name), budget > shorter[name]
             n = len(run.seeds)
             ax.errorbar(
                 [p.x for p in points],
@@ -105,9 +123,11 @@ def curve(section: Section, x_axis: str) -> Files:
                 xerr=[[p.x - p.x_low for p in points], [p.x_high - p.x for p in points]],
                 color=method_color(run.family),
                 marker=MARKERS[i % len(MARKERS)],
+                markerfacecolor="none" if longer else None,  # a longer budget: hollow markers, thin line
                 linestyle=LINESTYLES[i % len(LINESTYLES)],
+                linewidth=0.9 if longer else None,
                 capsize=3,
-                label=f"{method_label(run.family)} ({name}, {n} seed{'s' if n > 1 else ''})",
+                label=f"{method_label(run.family)} ({name}, {fmt_images(budget)} budget, {n} seed{'s' * (n > 1)})",
             )
             xs += [p.x for p in points]
         suffix = " (log)"
@@ -299,18 +319,6 @@ def sample_grid_lines(section: Section, results_dir: Path) -> list[str]:
 def grid_sources(results_dir: Path, section: Section) -> list[str]:
     """The names of the raw grids the section's sample grid takes its rows from, sorted."""
     return sorted({row.grid.name for row in sample_rows(results_dir, section)})
-
-
-def grid_paths(results_dir: Path, section: Section) -> list[Path]:
-    """[the raw grids' common folder] when the section has a sample grid, else []: with grid_name, one valid link for
-    callers that still loop over raw grids (mini_text; sample_grid_lines names each row's grid)."""
-    rows = sample_rows(results_dir, section)
-    return [Path(results_dir) / _sources(results_dir, rows)[0]] if rows else []
-
-
-def grid_name(section: Section, path: Path) -> str:
-    """The one labelled sample grid of the section, whichever raw grid `path` names."""
-    return sample_grid_name(section)
 
 
 def section_files(section: Section, results_dir: Path) -> Files:

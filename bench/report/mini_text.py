@@ -18,7 +18,7 @@ from bench.registry import families, mini_ablations
 from bench.registry import family as registry_family
 from bench.report import render
 from bench.report.mini import Run, Section, Stat, bootstrap_interval, fmt_images, tiers
-from bench.report.mini_plots import curve_stems, grid_name, grid_paths
+from bench.report.mini_plots import curve_stems, sample_grid_lines
 from bench.report.tables import Table, fmt_sig
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_SUBDIR
 
@@ -170,12 +170,7 @@ def _figures(section: Section, results_dir: Path) -> list[str]:
         what = stem.rsplit("-fid-vs-", 1)[1].replace("-", " ")
         lines += [f"![FID vs {what}](plots/{stem}.png)", "", f"(PDF: plots/{stem}.pdf)", ""]
     lines += [] if lines else ["No FID curve: no headline run has an FID record at a point common to its seeds.", ""]
-    for path in grid_paths(results_dir, section):
-        name = grid_name(section, path)
-        source = path.relative_to(results_dir).as_posix()
-        lines += [f"Sample grid {name} (from results/{source}; one row per run, seed and point):"]
-        lines += ["", f"![samples]({name})", ""]
-    return lines
+    return lines + sample_grid_lines(section, results_dir)
 
 
 def section_markdown(section: Section, tables: list[Table], results_dir: Path) -> list[str]:
