@@ -170,6 +170,34 @@ def test_ingest_refuses_a_bundle_with_a_bad_record_before_writing(tmp_path: Path
         ingest_bundle(tmp_path / "missing.tar.gz", tmp_path / "results")
 
 
+def test_ingest_refuses_to_overwrite_a_run_of_another_budget(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from bench.reproduce.bundle import ingest_bundle
+
+    def bundle(name: str, images: int) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as tar:
+            files = {
+                "runs/lfm-seed0/config.yaml": f"train:\n  total_images: {images}\n".encode(),
+                "runs/lfm-seed0/stats.jsonl": f'{{"images": {images}}}\n'.encode(),
+            }
+            for member, data in files.items():
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    runs = tmp_path / "runs"
+    ingest_bundle(bundle("short.tar.gz", 512), tmp_path / "results", runs)
+    ingest_bundle(bundle("again.tar.gz", 512), tmp_path / "results", runs)  # the same run continued: replaced
+    with pytest.raises(BenchError, match=r"trained to 512 images and bundle .* trained to 2048; pass another --runs"):
+        ingest_bundle(bundle("long.tar.gz", 2048), tmp_path / "results", runs)
+    assert (runs / "lfm-seed0" / "stats.jsonl").read_text() == '{"images": 512}\n'  # nothing was unpacked
+    ingest_bundle(bundle("long.tar.gz", 2048), tmp_path / "results", tmp_path / "runs-2048")
+
+
 def test_reference_features_round_trip_and_refuse_other_statistics(tmp_path: Path) -> None:
     from bench.metrics import fid
     from bench.reproduce.mini import Carry

@@ -59,6 +59,8 @@ def ingest_bundle(bundle: Path, results: Path, runs: Path | None = None) -> list
         for parts, data in _read_members(bundle)
         if parts[0] == "results" or runs is not None
     ]
+    for dest, data in staged:  # another training run of the same name stops the ingest before anything is written
+        _check_same_budget(dest, data, bundle)
     with tempfile.TemporaryDirectory() as tmp:
         for dest, data in staged:  # a bad record stops the ingest before anything is written
             if _is_record(dest):
@@ -69,3 +71,25 @@ def ingest_bundle(bundle: Path, results: Path, runs: Path | None = None) -> list
     for dest, data in staged:
         written.append(atomic_write_bytes(dest, data))
     return written
+
+
+def _budget(config_yaml: bytes) -> object:
+    import yaml
+
+    try:
+        return (yaml.safe_load(config_yaml) or {}).get("train", {}).get("total_images")
+    except (yaml.YAMLError, AttributeError):
+        return None
+
+
+def _check_same_budget(dest: Path, data: bytes, bundle: Path) -> None:
+    """A run folder's logs are replaced only by the same training run continued (same budget in images): a run of
+    the same name trained to another budget (e.g. 4x) would overwrite the other run's stats.jsonl and config."""
+    if dest.name != "config.yaml" or not dest.is_file():
+        return
+    old, new = _budget(dest.read_bytes()), _budget(data)
+    if old is not None and new is not None and old != new:
+        raise BenchError(
+            f"'{dest.parent}' holds a run trained to {old} images and bundle '{bundle}' one of the same name trained "
+            f"to {new}; pass another --runs folder (e.g. '{dest.parent.parent}-{new}'); nothing was unpacked."
+        )
