@@ -55,7 +55,9 @@ class TrainConfig:
     log_every: int = 1_000  # images between stats.jsonl rows
     sample_every: int = 100_000  # images between sample grids; 0 = only at the end
     grid_size: int = 16  # samples in a grid; 0 = no grids
-    max_nonfinite: int = 20  # non-finite steps skipped before training stops with an error
+    # Non-finite steps skipped before training stops with an error. On GPUs (fused AdamW: THE step skips on the
+    # device) each step is read back one step late, so the step after the one exceeding it has run by then.
+    max_nonfinite: int = 20
     max_seconds: float = 0.0  # > 0: also stop after this many seconds of training steps (summed over resumes)
 
 

@@ -46,8 +46,24 @@ def young_ema_warning(cfg: RunConfig, steps: int) -> str | None:
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def update_ema(ema: nn.Module, model: nn.Module, decay: float, skip: torch.Tensor | None = None) -> None:
+    """ema <- lerp(ema, model, 1 - decay), buffers copied. With `skip` (a 0-dim float32 device tensor, exactly 0.0 or
+    1.0: THE step's found_inf) the update happens on the device without a host sync: the weight becomes
+    (1 - skip) * (1 - decay), a 0-dim tensor. On skip = 0 that is float32(1 - decay) exactly (x * 1.0 == x), the value
+    the scalar lerp uses, and the tensor-weight lerp kernel evaluates the same float formula (ATen's Lerp.h, on CUDA
+    cuda/Lerp.cu beside the foreach functor), so the EMA is bitwise the scalar path's: tested on the CPU, and on CUDA
+    by the gpu-marked test of tests/test_train_device_skip.py. On skip = 1 each value becomes ema + 0 * (model - ema)
+    = ema (the model is finite: its update was skipped too; only an exact -0.0 could turn into +0.0) and every
+    buffer keeps its value (torch.where). The tensor weight takes ATen's per-tensor lerp (the fused multi-tensor
+    kernel takes scalar weights only): one launch per parameter instead of a few."""
     ema_params, params = list(ema.parameters()), list(model.parameters())
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    if skip is None:
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for eb, b in zip(ema.buffers(), model.buffers(), strict=True):
+            eb.copy_(b)
+        return
+    weight = (1 - skip) * (1.0 - decay)
+    torch._foreach_lerp_(ema_params, params, [weight] * len(ema_params))
+    keep = skip == 0
     for eb, b in zip(ema.buffers(), model.buffers(), strict=True):
-        eb.copy_(b)
+        eb.copy_(torch.where(keep, b, eb))

@@ -174,8 +174,8 @@ def train(
     logger = TrainLogger(run_dir, cfg, dist_info, state, progress, numerics)
     if t.compile and (note := compile_note(t.compile_mode, device)):
         logger.event("compile_note", reason=note)
-    last_loss = float("nan")
     clock = _Budget(t.max_seconds, state, device)
+    ledger = _Ledger(state, t, logger)
     with _StopFlag() as stop:
         while state.images_seen < t.total_images and not stop.stop and not clock.spent():
             idx, flips = batch_indices(cfg.seed, state.step, t.batch_size, len(data))
@@ -185,39 +185,39 @@ def train(
             mine = slice(rank * accum * micro, (rank + 1) * accum * micro)  # this rank's share of the global batch
 
             shards = list(zip(idx[mine].split(micro), flips[mine].split(micro), strict=True))
-            loss_module, (loss_sum, grad_norm, finite) = guarded_step(
-                loss_module, eager_module, model, ema, optimizer, data, shards, accum, t, state.step, device, world,
-                lambda reason: logger.event("compile_fallback", reason=reason),
-            )  # fmt: skip
-            if not finite:
-                state.nonfinite_skipped += 1
-                if state.nonfinite_skipped > t.max_nonfinite:
-                    raise BenchError(
-                        f"Training stopped: {state.nonfinite_skipped} non-finite steps "
-                        f"(limit train.max_nonfinite = {t.max_nonfinite}); lower the learning rate."
-                    )
+            try:
+                loss_module, (loss_sum, grad_norm, finite) = guarded_step(
+                    loss_module, eager_module, model, ema, optimizer, data, shards, accum, t, state.step, device,
+                    world, lambda reason: logger.event("compile_fallback", reason=reason),
+                )  # fmt: skip
+            except BaseException:
+                with suppress(Exception):
+                    ledger.settle()  # the step before still gets its row
+                raise
+            ledger.push(_Outcome(all_reduce_mean(loss_sum), grad_norm, finite, lr))  # books the step before
             state.step += 1
             state.images_seen += t.batch_size
-            last_loss = float(all_reduce_mean(loss_sum))
+            at_point = on_point is not None and state.images_seen in points
+            at_checkpoint = crossed(state.images_seen, t.batch_size, t.checkpoint_every)
+            at_grid = bool(t.sample_every and t.grid_size) and crossed(state.images_seen, t.batch_size, t.sample_every)
+            if at_point or at_checkpoint or at_grid or not ledger.deferred:  # the same on every rank
+                ledger.settle()
             clock.tick()
-            logger.step(last_loss, float(grad_norm), lr, finite)
-            if on_point is not None and state.images_seen in points:
+            if at_point and on_point is not None:
                 with clock.paused():
                     on_point(state, ema)
-            if crossed(state.images_seen, t.batch_size, t.checkpoint_every):
+            if at_checkpoint:
                 _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
-            if (
-                dist_info.is_main
-                and t.sample_every
-                and t.grid_size
-                and crossed(state.images_seen, t.batch_size, t.sample_every)
-            ):
+            if dist_info.is_main and at_grid:
                 write_grid(ema, cfg, run_dir, state.images_seen, device)
+        if ledger.deferred:  # the last step, still on the device
+            ledger.settle()
+            clock.tick()
     _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
     if dist_info.is_main and not stop.stop and t.grid_size:
         write_grid(ema, cfg, run_dir, state.images_seen, device)
     logger.close()
-    return TrainResult(run_dir, state, stop.stop, last_loss)
+    return TrainResult(run_dir, state, stop.stop, ledger.last_loss)
 
 
 def _batch_layout(t: TrainConfig, world: int) -> tuple[int, int]:
@@ -286,11 +286,73 @@ def _loss_module(model: nn.Module, dist_info: DistInfo) -> nn.Module:
     return module
 
 
+@dataclass
+class _Outcome:
+    """One step as THE step returned it (bench.train_step.train_step): on its device path the values are still
+    tensors on the device, `finite` a 0-dim bool tensor; on its synchronous path `finite` is a bool."""
+
+    loss: Tensor  # mean over ranks
+    grad_norm: Tensor
+    finite: bool | Tensor
+    lr: float
+
+    def read(self) -> tuple[float, float, bool]:
+        """(loss, gradient norm, finite) on the host: one copy from the device (float32 values exactly, in float64)."""
+        if not torch.is_tensor(self.finite):
+            return float(self.loss), float(self.grad_norm), bool(self.finite)
+        values = torch.stack([self.loss.double(), self.grad_norm.double(), self.finite.double()]).tolist()
+        return values[0], values[1], values[2] == 1.0
+
+
+class _Ledger:
+    """Books every step's outcome in order: its non-finite count (training stops with an error past
+    train.max_nonfinite) and its stats row. A synchronous step is booked at once. A device-path step (fused AdamW on
+    GPUs) is read back only once the next step is queued, so the device always has a step ahead of it and the host
+    never waits on the step it just queued: the count, the row and the stop then come one step late. That is the
+    lag of train.max_nonfinite: the step after the one that exceeds it has already run when training stops (with
+    the same count and message; nothing of it is checkpointed). Before a checkpoint, an evaluation point or a grid,
+    and at the end, the loop settles the ledger, so those always see every step booked."""
+
+    def __init__(self, state: TrainState, t: TrainConfig, logger: TrainLogger) -> None:
+        self.state, self.t, self.logger = state, t, logger
+        self.pending: _Outcome | None = None
+        self.last_loss = float("nan")
+
+    def push(self, outcome: _Outcome) -> None:
+        """Called once `outcome`'s step is queued, before the loop counts it in the state: books the step before
+        it (the state is still as that step left it) and keeps this one pending."""
+        self.settle()
+        self.pending = outcome
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the pending step is still on the device (else the loop books it at once, as it always did)."""
+        return self.pending is not None and torch.is_tensor(self.pending.finite)
+
+    def settle(self) -> None:
+        """Books the pending step, if any (the loop has counted it in the state by now)."""
+        outcome, self.pending = self.pending, None
+        if outcome is None:
+            return
+        loss, grad_norm, finite = outcome.read()
+        if not finite:
+            self.state.nonfinite_skipped += 1
+            if self.state.nonfinite_skipped > self.t.max_nonfinite:
+                raise BenchError(
+                    f"Training stopped: {self.state.nonfinite_skipped} non-finite steps "
+                    f"(limit train.max_nonfinite = {self.t.max_nonfinite}); lower the learning rate."
+                )
+        self.last_loss = loss
+        self.logger.step(loss, grad_norm, outcome.lr, finite)
+
+
 class _Budget:
     """train.max_seconds: wall-clock seconds of the training loop, summed over resumes (TrainState.train_seconds).
 
-    Every step synchronises with the device (its loss is read back), so this clock measures device time; checkpoints
-    or grids written inside the loop count too. Under DDP the ranks stop together, once any rank has spent it.
+    Every step's outcome is read back from the device (see _Ledger: on the device path once the next step is queued),
+    so this clock measures device time, behind by at most the step in flight; checkpoints or grids written inside
+    the loop count too. Under DDP the ranks stop together, once any rank has spent it (that vote is a collective read
+    on the host every step); one process decides on the host alone.
     """
 
     def __init__(self, max_seconds: float, state: TrainState, device: torch.device) -> None:
@@ -312,8 +374,10 @@ class _Budget:
     def spent(self) -> bool:
         if self.max_seconds <= 0:
             return False
-        over = torch.tensor(float(self.state.train_seconds >= self.max_seconds), device=self.device)
-        return bool(all_reduce_mean(over) > 0)
+        over = self.state.train_seconds >= self.max_seconds
+        if not dist.is_initialized():
+            return over
+        return bool(all_reduce_mean(torch.tensor(float(over), device=self.device)) > 0)
 
 
 def _checkpoint(

@@ -128,6 +128,23 @@ def make_optimizer(model: nn.Module, t: TrainConfig, device: torch.device) -> to
     return torch.optim.AdamW(model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, **fused)
 
 
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether THE step can skip a non-finite step on the device, with no host sync: fused Adam and AdamW take
+    `optimizer.found_inf` (as torch.amp.GradScaler sets it) into their kernel, which returns at once when it is 1.0,
+    and subtract it from the step counts they had just incremented (torch/optim/adam.py, _fused_adam), so params,
+    exp_avg, exp_avg_sq and step stay as they were. The foreach and for-loop Adam raise on found_inf, and the EMA's
+    device path is bitwise the scalar one for float32 weights only (bench.ema.update_ema): anything else reads the
+    non-finite check on the host."""
+    groups = optimizer.param_groups
+    return (
+        isinstance(optimizer, torch.optim.Adam)
+        and all(g.get("fused") for g in groups)
+        and all(p.dtype == torch.float32 for g in groups for p in g["params"])
+        and getattr(optimizer, "found_inf", None) is None
+        and getattr(optimizer, "grad_scale", None) is None
+    )
+
+
 def train_step(
     loss_module: nn.Module,
     model: nn.Module,
@@ -140,11 +157,20 @@ def train_step(
     device: torch.device,
     world: int = 1,
     stages: list[int] | None = None,
-) -> tuple[Tensor, Tensor, bool]:
+    on_device: bool | None = None,
+) -> tuple[Tensor, Tensor, bool | Tensor]:
     """THE training step of every family, for training and for throughput measurements alike: forward and backward
     over `accum` micro-batches (DDP syncs on the last), gradient clipping, a non-finite check (all ranks agree), the
     optimizer step and the EMA update only when finite. Returns (mean loss, gradient norm, finite); `stages`, when
-    given, receives each micro-batch's drawn stage. The non-finite check is the step's one host sync."""
+    given, receives each micro-batch's drawn stage.
+
+    The non-finite check runs on the device when the optimizer can skip there (`on_device`, by default
+    skips_on_device(optimizer): fused AdamW, i.e. on GPUs): the optimizer and the EMA read the agreed flag as a
+    tensor, `finite` comes back as a 0-dim bool tensor and the step never waits for the device, so the host can
+    queue the next step while this one runs. Otherwise `finite` is a bool read on the host (the step's one sync).
+    Both paths compute the same values bitwise (tests/test_train_device_skip.py). One difference of form: the
+    device path runs the optimizer on a skipped step too, so a parameter whose first gradient comes on a skipped
+    step gets Adam's initial state (zero moments, step 0) then rather than at its first finite step."""
     loss_sum = torch.zeros((), device=device)
     graphed, owned = isinstance(loss_module, GraphedLoss), set()
     for k, (x, y) in enumerate(micro_batches):
@@ -160,11 +186,29 @@ def train_step(
         loss_sum += loss.detach() / accum
         if graphed and k < accum - 1:
             _own_grads(model, owned)
+    # A non-finite norm spoils the clipped gradients (a NaN or zero coefficient); zero_grad drops them below, and on
+    # such a step nothing that persists (weights, optimizer state, EMA) is touched on either path.
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e30)
-    finite = bool(all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float()) == 1)
-    if finite:
-        optimizer.step()
-        update_ema(ema, model, ema_decay_at(t.ema_decay, t.ema_warmup, step))
+    # 1.0 exactly when every rank saw a finite loss and gradient norm (the mean over ranks of each rank's 0/1).
+    agreed = all_reduce_mean(torch.stack([loss_sum, grad_norm.float()]).isfinite().all().float())
+    decay = ema_decay_at(t.ema_decay, t.ema_warmup, step)
+    finite: bool | Tensor
+    if on_device is None:
+        on_device = skips_on_device(optimizer)
+    if on_device:
+        finite = agreed == 1
+        found_inf = (~finite).float()  # 0.0 or 1.0, float32: what the fused kernel reads
+        optimizer.found_inf = found_inf  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf  # type: ignore[attr-defined]
+        update_ema(ema, model, decay, skip=found_inf)
+    else:
+        finite = bool(agreed == 1)
+        if finite:
+            optimizer.step()
+            update_ema(ema, model, decay)
     optimizer.zero_grad(set_to_none=True)
     return loss_sum, grad_norm, finite
 
@@ -193,12 +237,12 @@ def guarded_step(
     device: torch.device,
     world: int,
     on_fallback: Callable[[str], None],
-) -> tuple[nn.Module, tuple[Tensor, Tensor, bool]]:
+) -> tuple[nn.Module, tuple[Tensor, Tensor, bool | Tensor]]:
     """train_step on these micro-batch shards; a torch.compile failure (at any stage shape) falls back to the eager
     module once (`on_fallback` gets the reason, e.g. for a note in stats.jsonl); returns the module for the
     following steps and the step's outcome."""
 
-    def run(module: nn.Module) -> tuple[Tensor, Tensor, bool]:
+    def run(module: nn.Module) -> tuple[Tensor, Tensor, bool | Tensor]:
         batches = (data.batch(i, f) for i, f in shards)
         return train_step(module, model, ema, optimizer, batches, accum, t, step, device, world)
 
