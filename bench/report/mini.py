@@ -1,4 +1,4 @@
-"""The mini benchmark's section of `bench report`: its records, their statistics and its tables.
+"""The mini benchmark's section of `bench report`: its records and their statistics (its tables: mini_tables.py).
 
 Records: extra.benchmark == MINI_BENCHMARK (bench/reproduce/mini.py), one per metric and evaluation point, under
 results/mini/<dataset><res>/; of several records of one point, a run's final point wins, then the newest. Per
