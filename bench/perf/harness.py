@@ -121,7 +121,7 @@ def make_train_step(
     import dataclasses
     import itertools
 
-    from bench.train_step import LossModule, compile_loss, make_optimizer, train_step
+    from bench.train_step import LossModule, compile_loss, make_optimizer, skips_on_device, train_step
 
     t = dataclasses.replace(cfg.train, precision=precision)
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -135,4 +135,7 @@ def make_train_step(
         loss, _, _ = train_step(loss_fn, model, ema, opt, [(x, None)], 1, t, next(steps), device, stages=stages)
         return loss
 
+    # Where THE step reads its non-finite check (train_step's two paths), for the records: "device" (no host sync)
+    # or "host" (one sync a step).
+    step.nonfinite_check = "device" if skips_on_device(opt) else "host"  # type: ignore[attr-defined]
     return step

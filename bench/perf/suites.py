@@ -323,6 +323,7 @@ def _measure_training(run: _TrainRun, attempt: _Attempt, rng_digests: dict[str, 
         "numerics": run.numerics,
         "losses": losses,
         "rng_digest_after_timed_steps": digest,
+        "nonfinite_check": getattr(step, "nonfinite_check", None),  # device: no host sync a step; host: one
         **_stage_summary(stages, run.warmup),
     }
     if run.compile_backend and (note := compile_note(run.compile_mode, device)):
