@@ -172,6 +172,8 @@ register(
             "lapflow-scales-1": _lapflow_mini("-scales-1"),  # ablation: one scale (the MoT reduces to LFM)
             "lapflow-scales-3": _lapflow_mini("-scales-3"),
             "lapflow-ts1000": _lapflow_mini("-ts1000"),  # time-embedding ablation: the network sees 1000 t
+            "lapflow-lr1e-4": _lapflow_mini("-lr1e-4"),  # learning-rate ablation (the recipe's 2e-4 halved, doubled)
+            "lapflow-lr4e-4": _lapflow_mini("-lr4e-4"),
         },
         mini_default=("lapflow-mask-none", "lapflow-mask-self"),
         mini_ablations={  # the default run (lapflow) sits in each
@@ -186,6 +188,15 @@ register(
                 ("lapflow-ts1000", "LapFlow t x1000"),
                 ("lfm-ts1000", "LFM t x1000"),
                 ("pyramidal-flow-ts1000", "Pyramidal Flow t x1000"),
+            ),
+            # Does the LapFlow-LFM gap depend on the learning rate? Both families at three rates.
+            "learning_rate": (
+                ("lapflow-lr1e-4", "LapFlow lr 1e-4"),
+                ("lapflow", "LapFlow lr 2e-4"),
+                ("lapflow-lr4e-4", "LapFlow lr 4e-4"),
+                ("lfm-lr1e-4", "LFM lr 1e-4"),
+                ("lfm", "LFM lr 2e-4"),
+                ("lfm-lr4e-4", "LFM lr 4e-4"),
             ),
         },
         paper_better_than="lfm",
@@ -209,7 +220,12 @@ register(
         order=1,
         color="tab:blue",
         role="reference",
-        mini_runs={"lfm": "lfm-celebahq128-mini", "lfm-ts1000": "lfm-celebahq128-mini-ts1000"},
+        mini_runs={
+            "lfm": "lfm-celebahq128-mini",
+            "lfm-ts1000": "lfm-celebahq128-mini-ts1000",
+            "lfm-lr1e-4": "lfm-celebahq128-mini-lr1e-4",
+            "lfm-lr4e-4": "lfm-celebahq128-mini-lr4e-4",
+        },
         mini_sets={"imagenette": {"lfm": "lfm-imagenette128-mini"}, "celebahq256": {"lfm": "lfm-celebahq256-mini"}},
         paper_better_than="pyramidal-flow",
         paper_nfe=89,  # CelebA-HQ 256 (METHODS.md section 5)

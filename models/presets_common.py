@@ -102,6 +102,18 @@ def with_time_scale(preset: dict, scale: float = MINI_TIME_SCALE) -> dict:
     return with_model(preset, {"time_scale": scale})
 
 
+# Learning-rate ablation (issue #14 item 8): half and twice the mini recipe's AdamW learning rate, for LapFlow and
+# LFM (whose ordering the mini benchmark contradicts), suffix -> lr.
+MINI_LR_ABLATION = {"lr1e-4": 1e-4, "lr4e-4": 4e-4}
+
+
+def with_lr(preset: dict, lr: float) -> dict:
+    """A copy of a mini preset trained at another constant learning rate."""
+    out = copy.deepcopy(preset)
+    out["train"] = {**out["train"], "lr": lr}
+    return out
+
+
 def mini_flow_preset() -> dict:
     """The mini benchmark's flow-matching preset (LFM's; LapFlow adds its model options)."""
     return {

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from models.presets_common import (
+    MINI_LR_ABLATION,
     TINY_BACKBONE,
     TINY_TRAIN,
     celebahq_recipe,
@@ -14,6 +15,7 @@ from models.presets_common import (
     mini_at_256,
     mini_flow_preset,
     mini_imagenette,
+    with_lr,
     with_time_scale,
 )
 from models.sizes import BackboneConfig
@@ -44,5 +46,7 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["lfm-imagenette-tiny"] = imagenette_tiny(PRESETS["lfm-tiny"])
 PRESETS["lfm-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lfm-celebahq128-mini"])  # time-embedding ablation
+for _suffix, _lr in MINI_LR_ABLATION.items():  # learning-rate ablation
+    PRESETS[f"lfm-celebahq128-mini-{_suffix}"] = with_lr(PRESETS["lfm-celebahq128-mini"], _lr)
 PRESETS["lfm-celebahq256-mini"] = mini_at_256(PRESETS["lfm-celebahq128-mini"])
 PRESETS["lfm-imagenette128-mini"] = mini_imagenette(PRESETS["lfm-celebahq128-mini"])  # class-conditional mini

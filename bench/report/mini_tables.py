@@ -17,6 +17,7 @@ AXIS_TITLES = {
     "critical_time": "critical time T1",
     "num_scales": "number of scales",
     "time_scale": "time-embedding scale (flow families)",
+    "learning_rate": "learning rate (LapFlow and LFM)",
 }
 NOT_RUN = "not run"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.presets_common import (
+    MINI_LR_ABLATION,
     TINY_BACKBONE,
     TINY_TRAIN,
     celebahq_recipe,
@@ -21,6 +22,7 @@ from models.presets_common import (
     mini_at_256,
     mini_flow_preset,
     mini_imagenette,
+    with_lr,
     with_model,
     with_time_scale,
 )
@@ -95,6 +97,8 @@ PRESETS: dict[str, dict] = {
     },
 }
 PRESETS["lapflow-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lapflow-celebahq128-mini"])
+for _suffix, _lr in MINI_LR_ABLATION.items():  # learning-rate ablation
+    PRESETS[f"lapflow-celebahq128-mini-{_suffix}"] = with_lr(PRESETS["lapflow-celebahq128-mini"], _lr)
 PRESETS["lapflow-imagenette-tiny"] = imagenette_tiny(PRESETS["lapflow-tiny"])
 # Class-conditional mini benchmark on Imagenette: the CelebA-HQ mini preset with 10 classes and CFG.
 PRESETS["lapflow-celebahq256-mini"] = mini_at_256(PRESETS["lapflow-celebahq128-mini"])
