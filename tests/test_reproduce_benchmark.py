@@ -129,13 +129,14 @@ def test_one_command_refuses_features_of_other_images(tmp_path: Path, cheap_fid:
 def test_train_path_picks_graphs_on_cuda_and_set_overrides_it(tmp_path: Path) -> None:
     from bench.config import parse_set
     from bench.reproduce.benchmark import BenchmarkOptions, run_config, train_path
-    from bench.reproduce.mini import read_carry
+    from bench.reproduce.mini import Carry
 
     assert [train_path("auto", d) for d in ("cuda", "cuda:1", "cpu")] == ["graphs", "graphs", "eager"]
     assert train_path("compile", "cuda") == "compile"
     with pytest.raises(BenchError, match="--train-path must be auto or one of eager, compile, graphs, not 'fast'"):
         train_path("fast", "cuda")
-    carry = read_carry(fabricated_carry(tmp_path))
+    manifest = {"dataset": "celebahq", "res": 128, "autoencoder": "taesd", "latents": "l.safetensors", "weights": "w"}
+    carry = Carry(tmp_path, manifest)  # configs only: nothing is read
     opts = BenchmarkOptions(carry.folder, tmp_path, tmp_path, ["lfm"], [0], 16, 2, 6, tmp_path)
     graphs = run_config(carry, "lfm-celebahq128-mini", "lfm", 0, opts, "graphs").train
     assert (graphs.compile, graphs.compile_mode) == (True, "reduce-overhead")
