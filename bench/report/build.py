@@ -15,7 +15,7 @@ from bench.report import mini, mini_class_plots, mini_classes, mini_plots, mini_
 from bench.report.goals import goals_table
 from bench.report.paper import PaperData, load_paper
 from bench.report.select import SPECS_BY_ID
-from bench.report.tables import Loaded, Table, comparison_tables, other_table, performance_tables
+from bench.report.tables import Loaded, Table, comparison_tables, other_table, performance_tables, short_commit
 from bench.results import read_record, record_paths
 
 OWNED_DIRS = ("tables", "plots", "samples")
@@ -180,7 +180,7 @@ def readme(report: Report, paper: PaperData) -> str:
     for item in report.records:
         r = item.record
         value = "n/a" if r.value is None else f"{r.value:.6g}"
-        commit = str(r.git.get("commit", "unknown"))[:12] + ("+dirty" if r.git.get("dirty") else "")
+        commit = short_commit(r)
         tables = ", ".join(sorted(set(shown_in.get(id(item), [])))) or "not shown (superseded by a newer record)"
         lines.append(f"| {item.path} | {r.metric} | {value} | {commit} | {tables} |")
     lines += ["", "## Missing", ""]
