@@ -237,6 +237,8 @@ def test_a_seed_trained_further_adds_a_tier_and_keeps_the_shorter_runs_final_poi
         ("1", "1048576", "21.00"),
     ]
     assert rows[0]["FID 90% interval per seed (bootstrap)"] == "21.00-23.00; 23.00-25.00"
+    # ... and its knee its own runs' 262k points (40 and 42), not the newer longer run's 39 for seed 0.
+    assert rows[0]["Knee (FID over the last doubling)"] == "not past the knee (FID -43.9% over the last doubling)"
     assert rows[1]["Knee (FID over the last doubling)"] == "past the knee (FID -4.5% over the last doubling)"
     assert rows[1]["FID seed std"] == "one seed"
     (section,) = collect(report.records)

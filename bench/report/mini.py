@@ -149,19 +149,26 @@ def _point_of(item: Loaded) -> tuple[str, int, int] | None:
 
 def _preferred_by_point(items: list[Loaded]) -> dict[tuple[str, int, int, str], Loaded]:
     """One record per (run, seed, images seen, metric): a run's final point before a longer run's intermediate one,
-    then the newest.
+    then the run of the smaller budget, then the newest.
 
-    A seed trained to 4x the budget passes the shorter budget's point on the way; the shorter run's final record is
-    the one sized for that budget (its bootstrap interval, its training path and GPU seconds), so it stays the
-    point's record and the longer run adds its further points."""
+    A seed trained to 4x the budget passes the shorter budget's points on the way; the shorter run's records are the
+    ones sized for that budget (its final point's bootstrap interval, its training path and GPU seconds), so they stay
+    the points' records (the shorter tier's knee then comes from its own run) and the longer run adds its further
+    points."""
     groups: dict[tuple[str, int, int, str], list[Loaded]] = {}
     for item in items:
         r = item.record
         groups.setdefault((r.extra["run"], r.extra["train_seed"], r.extra["images_seen"], r.metric), []).append(item)
     return {
-        key: max(group, key=lambda i: (i.record.extra.get("final") is True, i.record.created, i.path))
+        key: max(group, key=lambda i: (i.record.extra.get("final") is True, -_budget(i), i.record.created, i.path))
         for key, group in groups.items()
     }
+
+
+def _budget(item: Loaded) -> float:
+    """The images its run was trained for (records without it count as the longest)."""
+    budget = item.record.extra.get("budget_images")
+    return float(budget) if isinstance(budget, int | float) else math.inf
 
 
 def _section(dataset: str, res: int, items: list[Loaded]) -> Section:
