@@ -2,7 +2,8 @@
 optimizer, a gated EMA weight) and the loop reads each step back one step late. It must compute what the
 synchronous path computes, bit for bit: losses, gradient norms, parameters, optimizer state, EMA, the non-finite
 count and the stop past train.max_nonfinite. Fused AdamW runs on the CPU too, so both paths run here on the same
-optimizer kernel; the `gpu` test repeats the step comparison on CUDA (`pytest -m gpu`).
+optimizer kernel; the `gpu` test repeats the step comparison on CUDA (`pytest -m gpu`), under torch's deterministic
+mode (see _deterministic).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,36 @@ from tests.test_train import checkpoint_tensors, tiny_cfg
 
 STEPS = 7
 NAN_BATCH, INF_GRAD = 2, 4  # a non-finite loss (a NaN latent) and, later, a finite loss with an infinite gradient
+
+# torch reads CUBLAS_WORKSPACE_CONFIG once, at the process's first cuBLAS call (a static in ATen's Context), and
+# refuses cuBLAS under deterministic mode unless it is one of these: set at import, i.e. at collection, before any
+# test runs a GPU matmul. On an H200 (sm90) :4096:8 is PyTorch's default workspace anyway.
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS[0])
+
+
+def _mode() -> tuple[bool, bool]:
+    """torch's deterministic mode: (enabled, warn only)."""
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+@contextmanager
+def _deterministic() -> Iterator[None]:
+    """torch.use_deterministic_algorithms(True) for the CUDA comparison, restored afterwards. Needed by LapFlow: its
+    fine queries attend to 80 keys (64 fine + 16 coarse tokens), and fp32 SDPA on CUDA runs the memory-efficient
+    kernel, whose backward splits the keys into blocks of 64 (num_splits_key = ceil(80 / 64) = 2) that add their
+    dQ parts under a lock in whichever order they get it (ATen attention_backward.cu, mem_eff_attention/
+    kernel_backward.h): not bitwise reproducible. LFM and DiT attend to 64 keys, one split. Deterministic mode sets
+    num_splits_key = 1, the same kernel otherwise."""
+    config = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if config not in DETERMINISTIC_CUBLAS:
+        pytest.fail(f"CUBLAS_WORKSPACE_CONFIG={config!r}: deterministic cuBLAS needs one of {DETERMINISTIC_CUBLAS}")
+    enabled, warn_only = _mode()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def _bits(t: Tensor) -> Tensor:
@@ -96,14 +131,25 @@ def _assert_same(a: dict[str, Tensor], b: dict[str, Tensor], where: str) -> None
         assert torch.equal(a[key], b[key]), f"{where}: {key}"
 
 
-def _compare_paths(preset: str, device: torch.device) -> None:
-    device_path, sync_path = _steps(preset, device, True), _steps(preset, device, False)
-    for i, (d, s) in enumerate(zip(device_path, sync_path, strict=True)):
-        where = f"{preset} after step {i - 1}"
-        _assert_same(d["state"], s["state"], where)
+def _assert_same_steps(a: list[dict], b: list[dict], what: str) -> None:
+    """Every step's outcome and state, bitwise; a failure names the key and the step."""
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        where = f"{what} after step {i - 1}" if i else f"{what}, initial state"
+        _assert_same(x["state"], y["state"], where)
         if i:
-            assert d["finite"] == s["finite"], where
-            assert torch.equal(d["loss"], s["loss"]) and torch.equal(d["norm"], s["norm"]), where
+            assert x["finite"] == y["finite"], f"{where}: finite"
+            assert torch.equal(x["loss"], y["loss"]), f"{where}: loss"
+            assert torch.equal(x["norm"], y["norm"]), f"{where}: norm"
+
+
+def _compare_paths(preset: str, device: torch.device, check_reference: bool = False) -> None:
+    """The device path against the synchronous one; `check_reference` first shows the synchronous path equal to a
+    second run of itself, so a difference below is the device path's and not the kernels' run-to-run noise."""
+    sync_path = _steps(preset, device, False)
+    if check_reference:
+        _assert_same_steps(_steps(preset, device, False), sync_path, f"{preset} synchronous path vs itself")
+    device_path = _steps(preset, device, True)
+    _assert_same_steps(device_path, sync_path, f"{preset} device vs synchronous path")
     skipped = [i - 1 for i, r in enumerate(device_path) if i and not r["finite"]]
     assert skipped == [NAN_BATCH, INF_GRAD]
     assert device_path[INF_GRAD + 1]["loss"].view(torch.float32).isfinite().all()  # only its gradient was not
@@ -124,8 +170,29 @@ def test_device_path_steps_equal_the_synchronous_steps_bitwise(preset: str) -> N
 @pytest.mark.gpu
 @pytest.mark.parametrize("preset", ["lfm-tiny", "lapflow-tiny", "dit-tiny"])
 def test_device_path_steps_equal_the_synchronous_steps_on_cuda(preset: str, cuda_device: torch.device) -> None:
-    """make_optimizer's fused CUDA AdamW and the tensor-weight EMA lerp against the scalar one, on the GPU."""
-    _compare_paths(preset, cuda_device)
+    """make_optimizer's fused CUDA AdamW and the tensor-weight EMA lerp against the scalar one, on the GPU, with
+    deterministic kernels (LapFlow's attention backward is not reproducible otherwise: see _deterministic)."""
+    with _deterministic():
+        _compare_paths(preset, cuda_device, check_reference=True)
+
+
+def test_the_cuda_comparison_runs_on_the_cpu_too() -> None:
+    """The gpu test's code (deterministic mode, the synchronous reference run twice) on the CPU; a difference names
+    its step and key; the mode comes back afterwards, also when a comparison fails."""
+    before = _mode()
+    with _deterministic():
+        assert _mode() == (True, False)
+        _compare_paths("lapflow-tiny", CPU, check_reference=True)
+    assert _mode() == before
+    records = _steps("lfm-tiny", CPU, False)
+    flipped = copy.deepcopy(records)
+    key = next(iter(flipped[3]["state"]))
+    flipped[3]["state"][key][0] ^= 1  # one bit of the state after step 2
+    with pytest.raises(AssertionError, match=f"lfm-tiny after step 2: {re.escape(key)}(\\n|$)"):
+        _assert_same_steps(records, flipped, "lfm-tiny")
+    with pytest.raises(ValueError), _deterministic():
+        raise ValueError
+    assert _mode() == before
 
 
 def test_the_path_is_chosen_from_the_optimizer() -> None:
