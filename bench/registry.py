@@ -174,6 +174,9 @@ register(
             "lapflow-ts1000": _lapflow_mini("-ts1000"),  # time-embedding ablation: the network sees 1000 t
             "lapflow-lr1e-4": _lapflow_mini("-lr1e-4"),  # learning-rate ablation (the recipe's 2e-4 halved, doubled)
             "lapflow-lr4e-4": _lapflow_mini("-lr4e-4"),
+            # stage-sampling ablation: steps of 2 x 128 micro-batches, stages uniform (control) or stratified
+            "lapflow-mb128": _lapflow_mini("-mb128"),
+            "lapflow-stratified": _lapflow_mini("-stratified"),
         },
         mini_default=("lapflow-mask-none", "lapflow-mask-self"),
         mini_ablations={  # the default run (lapflow) sits in each
@@ -197,6 +200,13 @@ register(
                 ("lfm-lr1e-4", "LFM lr 1e-4"),
                 ("lfm", "LFM lr 2e-4"),
                 ("lfm-lr4e-4", "LFM lr 4e-4"),
+            ),
+            # Does the fine expert trail because it is updated on only half of the steps (one stage per step of one
+            # micro-batch)? Stratified steps update every expert every step; 2 x 128 uniform isolates accumulation.
+            "stage_sampling": (
+                ("lapflow", "uniform, 1 x 256"),
+                ("lapflow-mb128", "uniform, 2 x 128"),
+                ("lapflow-stratified", "stratified, 2 x 128"),
             ),
         },
         paper_better_than="lfm",

@@ -46,6 +46,15 @@ def draw_stage(model: nn.Module) -> int | None:
     return int(draw()) if callable(draw) else None
 
 
+def plan_stages(model: nn.Module, micro_batches: int) -> None:
+    """Announces an optimizer step of `micro_batches` micro-batches to a family that plans its stages per step
+    (LapFlow's stratified stage sampling: `plan_stages(n)`); a no-op otherwise, and it draws nothing for uniform
+    stages. Called before the step's first draw_stage, so a re-run step (compile fallback) plans afresh."""
+    plan = getattr(model, "plan_stages", None)
+    if callable(plan):
+        plan(micro_batches)
+
+
 GRAPH_MODES = ("reduce-overhead",)  # the inductor modes of bench.validate.COMPILE_MODES that capture CUDA graphs
 
 
@@ -173,6 +182,7 @@ def train_step(
     step gets Adam's initial state (zero moments, step 0) then rather than at its first finite step."""
     loss_sum = torch.zeros((), device=device)
     graphed, owned = isinstance(loss_module, GraphedLoss), set()
+    plan_stages(model, accum)
     for k, (x, y) in enumerate(micro_batches):
         x, y = x.to(device, non_blocking=True), y.to(device) if y is not None else None
         sync = k == accum - 1 or world == 1

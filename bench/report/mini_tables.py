@@ -18,6 +18,7 @@ AXIS_TITLES = {
     "num_scales": "number of scales",
     "time_scale": "time-embedding scale (flow families)",
     "learning_rate": "learning rate (LapFlow and LFM)",
+    "stage_sampling": "stage sampling over the micro-batches of an optimizer step (LapFlow)",
 }
 NOT_RUN = "not run"
 

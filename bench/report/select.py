@@ -32,9 +32,10 @@ AXIS_HEADERS = {
     "path": "Path",
     "num_scales": "Scales",
     "space": "Space",
+    "stage_sampling": "Stage sampling",
 }
 # The method's ablation axes and their defaults (METHODS.md section 1); num_scales/critical_times depend on the record.
-VARIANT_AXES = ("architecture", "mask", "critical_times", "path", "num_scales", "space")
+VARIANT_AXES = ("architecture", "mask", "critical_times", "path", "num_scales", "space", "stage_sampling")
 PIXEL = "pixel"
 AE_DOWNSAMPLE = 8  # SD-VAE, EQ-VAE and TAESD latents are 8x smaller than the image
 UNKNOWN_ORDER = 1000  # a method that is neither registered nor in the paper data: after every known one
@@ -126,6 +127,7 @@ def descriptors(record: Record) -> dict[str, str]:
         "path": str(model.get("path", "linear")),
         "num_scales": str(scales),
         "space": PIXEL if autoencoder(record) == PIXEL else "latent",
+        "stage_sampling": str(model.get("stage_sampling", "uniform")),
     }
 
 
@@ -139,6 +141,7 @@ def default_descriptors(record: Record) -> dict[str, str]:
         "path": "linear",
         "num_scales": str(default_num_scales(record)),
         "space": "latent",
+        "stage_sampling": "uniform",
     }
 
 

@@ -8,6 +8,8 @@ CelebA-HQ numbers use EQ-VAE; here the default stays sd-vae-ft-mse like LFM (fai
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from models.sizes import BackboneConfig
 PATHS = ("linear", "gvp")
 MASKS = ("causal", "none", "self")
 ATTENTION_IMPLS = ("prefix", "masked")
+STAGE_SAMPLINGS = ("uniform", "stratified")
 MAX_SCALES = 4  # the paper's ablation range (1..4 scales)
 TWO_SCALE_MAX_LATENT = 32  # paper: 2 scales at 256 px (32x32 SD-VAE latents), 3 scales at 512 and 1024 px
 
@@ -45,6 +48,9 @@ class LapFlowConfig:
     attention: str = "prefix"  # prefix (exact, unmasked SDPA per scale) | masked (boolean-mask SDPA reference)
     separate_networks: bool = False  # ablation: one full network per scale instead of one MoT
     curriculum_images: int = 0  # > 0: coarse-to-fine curriculum, one finer stage unlocked every this many images
+    # uniform: one stage per micro-batch, drawn uniformly (METHODS.md); stratified (ablation): the micro-batches of
+    # one optimizer step cycle through the available stages in random order, so every expert is updated every step
+    stage_sampling: str = "uniform"
     time_scale: float = 1.0  # t in [0, 1] fed to DiT's sinusoidal embedding as is (same as LFM)
     class_dropout: float = 0.1  # label dropout for CFG (class-conditional data only)
 
@@ -61,6 +67,14 @@ def scales_of(model: Mapping[str, Any], latent_side: int) -> int:
     return int(model.get("num_scales", 0) or 0) or resolve_num_scales(LapFlowConfig(), latent_side)
 
 
+def stratified_multiple(cfg: LapFlowConfig, num_scales: int) -> int:
+    """What an optimizer step's micro-batch count must be a multiple of under stratified stage sampling: the number
+    of stages, or with a curriculum every stage count it passes through (1..S), so no unlock can break the layout."""
+    if cfg.stage_sampling != "stratified":
+        return 1
+    return math.lcm(*range(1, num_scales + 1)) if cfg.curriculum_images > 0 else num_scales
+
+
 def default_critical_times(num_scales: int) -> tuple[float, ...]:
     """Evenly spaced (1/S, ..., (S-1)/S): the paper's T_1 = 0.5 for S = 2 and (1/3, 2/3) for S = 3."""
     return tuple(k / num_scales for k in range(1, num_scales))
@@ -71,6 +85,14 @@ def resolve_critical_times(cfg: LapFlowConfig, num_scales: int) -> tuple[float, 
 
 
 MINI = mini_flow_preset()  # the mini benchmark's flow preset (LFM's): 64 fine + 16 coarse tokens at 2 scales
+MINI_STAGE_MICRO_BATCH = 128  # the stage-sampling ablation: 2 micro-batches (one per stage) per step of 256
+
+
+def with_micro_batch(preset: dict, micro_batch: int) -> dict:
+    """A copy of a preset whose optimizer step accumulates micro-batches of `micro_batch` (same global batch)."""
+    out = copy.deepcopy(preset)
+    out["train"] = {**out["train"], "micro_batch": micro_batch}
+    return out
 
 
 PRESETS: dict[str, dict] = {
@@ -88,6 +110,12 @@ PRESETS: dict[str, dict] = {
     "lapflow-celebahq128-mini-t1-0.7": with_model(MINI, {"num_scales": 2, "critical_times": [0.7]}),
     "lapflow-celebahq128-mini-scales-1": with_model(MINI, {"num_scales": 1}),
     "lapflow-celebahq128-mini-scales-3": with_model(MINI, {"num_scales": 3}),
+    # Stage-sampling ablation (issue #14 item 8): the step of 256 as 2 micro-batches of 128, stages drawn uniformly
+    # per micro-batch (the control: accumulation alone) or stratified (one micro-batch per stage every step).
+    "lapflow-celebahq128-mini-mb128": with_micro_batch(with_model(MINI, {"num_scales": 2}), MINI_STAGE_MICRO_BATCH),
+    "lapflow-celebahq128-mini-stratified": with_micro_batch(
+        with_model(MINI, {"num_scales": 2, "stage_sampling": "stratified"}), MINI_STAGE_MICRO_BATCH
+    ),
     # CPU demo/tests: pixel space, 32 px; 64 fine + 16 coarse tokens.
     "lapflow-tiny": {
         "model": {"backbone": dict(TINY_BACKBONE), "num_scales": 2},

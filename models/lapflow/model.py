@@ -1,8 +1,9 @@
 """LapFlow adapter: Laplacian multi-scale flow matching on a Mixture-of-Transformers DiT (METHODS.md section 1).
 
 Training samples one stage per loss() call (active scales s..S-1, t ~ U[T_{s+1}, 1]) and feeds only the active
-scales. Sampling runs S segments [T_{j+1}, T_j]; at each segment's start scale j joins with sigma(T_{j+1}) eps^(j)
-(no renoising) and all active scales are integrated jointly as one packed tensor.
+scales; uniformly per call (METHODS.md) or, as an ablation, stratified over the micro-batches of an optimizer step.
+Sampling runs S segments [T_{j+1}, T_j]; at each segment's start scale j joins with sigma(T_{j+1}) eps^(j) (no
+renoising) and all active scales are integrated jointly as one packed tensor.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from models.lapflow.config import (
     MASKS,
     MAX_SCALES,
     PATHS,
+    STAGE_SAMPLINGS,
     LapFlowConfig,
     resolve_critical_times,
     resolve_num_scales,
+    stratified_multiple,
 )
 from models.lapflow.mot import MoTDiT, SeparateNetworks
 from models.lapflow.pyramid import activation_times, decompose, interpolate, noise_level, reconstruct
@@ -83,6 +86,9 @@ class LapFlow(GenerativeModel):
         self.net = network(cfg.backbone, c, (h, w), s, **kwargs)
         if cfg.curriculum_images > 0:  # images fed to loss() in training mode (saved with the weights)
             self.register_buffer("images_seen", torch.zeros((), dtype=torch.long))
+        # Stratified stage sampling: the stages still to draw in this optimizer step (plan_stages). Never saved: THE
+        # step plans every step whole, so nothing is left over at a step boundary (checkpoints, resumes).
+        self.planned_stages: list[int] = []
 
     @property
     def may_skip_parameters(self) -> bool:
@@ -111,12 +117,53 @@ class LapFlow(GenerativeModel):
         return range(first, self.num_scales)
 
     def draw_stage(self) -> int:
-        """The stage of one loss call (uniform over the available ones). THE training step calls this before the
-        loss module, outside torch.compile (a graph break here otherwise), and passes the stage to loss()."""
+        """The stage of one loss call (uniform over the available ones, or the next of the step's stratified plan).
+        THE training step calls this before the loss module, outside torch.compile (a graph break here otherwise),
+        and passes the stage to loss()."""
         stages = self.available_stages()
+        if self.cfg.stage_sampling == "stratified":
+            if not self.planned_stages:  # a loss call outside THE step (which plans each step): one group of its own
+                self.planned_stages = self._stage_group(stages)
+            return self.planned_stages.pop(0)
         if len(stages) == 1:  # no draw: S = 1 consumes the RNG exactly like LFM
             return stages[0]
         return stages[0] + int(torch.randint(len(stages), ()).item())
+
+    def check_micro_batches(self, micro_batches: int) -> None:
+        """Stratified sampling needs whole groups of stages in each optimizer step (micro-batches per process):
+        refused in one sentence before training (bench.validate) and again when THE step plans a step."""
+        multiple = stratified_multiple(self.cfg, self.num_scales)
+        if micro_batches % multiple:
+            why = (
+                f"every stage count its curriculum passes through, 1 to {self.num_scales}"
+                if self.cfg.curriculum_images > 0
+                else f"one micro-batch per stage of its {self.num_scales}"
+            )
+            raise BenchError(
+                f"LapFlow's model.stage_sampling=stratified needs the micro-batches of each optimizer step and process "
+                f"to be a multiple of {multiple} ({why}), but this run has {micro_batches}; set train.micro_batch so "
+                f"that train.batch_size / (processes x train.micro_batch) is a multiple of {multiple}, or use "
+                "model.stage_sampling=uniform."
+            )
+
+    def plan_stages(self, micro_batches: int) -> None:
+        """THE training step announces an optimizer step of `micro_batches` micro-batches (outside torch.compile).
+        Uniform sampling draws nothing here (its RNG use is as before). Stratified: the step's stages now, from the
+        global RNG, a random permutation of the stages available at the step's start per group of as many
+        micro-batches, so the step holds each of them equally often. Under DDP each rank plans its own step, as
+        each draws its own uniform stages."""
+        if self.cfg.stage_sampling != "stratified":
+            return
+        self.check_micro_batches(micro_batches)
+        stages = self.available_stages()
+        self.planned_stages = [s for _ in range(micro_batches // len(stages)) for s in self._stage_group(stages)]
+
+    @staticmethod
+    def _stage_group(stages: range) -> list[int]:
+        """Every available stage once, in random order (a single stage needs no draw)."""
+        if len(stages) == 1:
+            return [stages[0]]
+        return [stages[0] + i for i in torch.randperm(len(stages)).tolist()]
 
     def loss(self, x: Tensor, y: Tensor | None, *, stage: int | None = None) -> Tensor:
         """Per-sample sum over active scales of the MSE to the target velocity; one stage for the whole batch."""
@@ -210,6 +257,7 @@ def _check_options(cfg: LapFlowConfig, num_scales: int) -> None:
         ("path", cfg.path, PATHS),
         ("mask", cfg.mask, MASKS),
         ("attention", cfg.attention, ATTENTION_IMPLS),
+        ("stage_sampling", cfg.stage_sampling, STAGE_SAMPLINGS),
     ):
         if value not in choices:
             raise BenchError(f"Unknown LapFlow {name} '{value}'; choose one of {', '.join(choices)}.")
