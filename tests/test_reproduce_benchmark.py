@@ -27,6 +27,17 @@ def test_evaluation_points_halve_back_from_the_budget() -> None:
         evaluation_points(36, 2, 8)
 
 
+def test_a_compiled_run_needs_its_compile_time_before_the_deadline_to_start() -> None:
+    from bench.config import resolve
+    from bench.reproduce.benchmark import COMPILE_GUESS_S, MIN_TRAIN_S, SCORE_GUESS_S, start_guess
+
+    eager = resolve(preset="lfm-celebahq128-mini", overrides=[{"train": {"compile": False}}])
+    graphs = resolve(preset="lfm-celebahq128-mini", overrides=[{"train": {"compile": True}}])
+    assert start_guess([8, 16], eager, None) == MIN_TRAIN_S + 2 * SCORE_GUESS_S
+    assert start_guess([8, 16], graphs, None) == COMPILE_GUESS_S + MIN_TRAIN_S + 2 * SCORE_GUESS_S
+    assert start_guess([], graphs, None) == 0.0  # nothing left to score: a resumed complete run costs nothing
+
+
 def real_features(carry: Path, n: int = 16) -> Path:
     """A reference-features file of the carry's source: cheap_fid's features of random images."""
     from safetensors.torch import save_file

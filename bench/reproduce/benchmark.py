@@ -37,6 +37,10 @@ from bench.reproduce.scorer import Scorer
 SCORE_GUESS_S = 20.0
 CFG_COST = 1.25  # guided sampling doubles the network's batch; decoding and scoring stay (a guess: not yet measured)
 MIN_TRAIN_S = 30.0  # a run with less training time left before the deadline is skipped
+# Seconds a compiled training path spends compiling before its steps run at speed; every start pays it, a resume too
+# (measured on an H200, session 6, cold caches: 69-95 s to the end of the first 50 steps of four presets; logs in
+# results/mini/celebahq128/provenance). A run started with less time wasted it without reaching a point.
+COMPILE_GUESS_S = 90.0
 
 
 @dataclass
@@ -141,6 +145,15 @@ def score_guess(points: list[int], classes: ClassScoring | None, guidance: float
     return sets * SCORE_GUESS_S * CFG_COST
 
 
+def start_guess(todo: list[int], cfg: RunConfig, classes: ClassScoring | None, clean: bool = False) -> float:
+    """Seconds a run needs before the deadline to be worth starting: its compile (compiled paths), some training,
+    and the scoring of the points it has left; 0 when none are left."""
+    if not todo:
+        return 0.0
+    compiling = COMPILE_GUESS_S if cfg.train.compile else 0.0
+    return compiling + MIN_TRAIN_S + score_guess(todo, classes, cfg.sample.guidance, clean)
+
+
 def run_benchmark(opts: BenchmarkOptions) -> dict:
     """Every run and seed in turn: train to the budget, score at each point; returns the provenance summary."""
     from bench.dist import init_distributed
@@ -199,7 +212,7 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
         key = f"{name}-seed{seed}"
         left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
         todo = points_left(points, opts.work_dir / key)  # a resumed run scores only the points it has not reached
-        if todo and left < score_guess(todo, classes, cfg.sample.guidance, clean is not None) + MIN_TRAIN_S:
+        if todo and left < start_guess(todo, cfg, classes, clean is not None):
             summary["skipped"][key] = f"{opts.deadline_s - left:.0f} s spent of the {opts.deadline_s:g} s deadline"
             print(f"[{key}] skipped: {summary['skipped'][key]}", flush=True)
             continue
