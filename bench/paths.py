@@ -19,6 +19,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE_DIR", "").strip() or DEFAULT_CACHE_DIR).expanduser()
 
 
+def compile_cache_dir(cache: Path | None = None) -> Path:
+    """`BENCH_COMPILE_CACHE_DIR`, default <cache folder>/torch-compile: torch.compile's on-disk caches (FX graphs,
+    compiled forwards and backwards, Triton kernels), shared by every run and command that uses the cache folder."""
+    value = os.environ.get("BENCH_COMPILE_CACHE_DIR", "").strip()
+    return Path(value).expanduser() if value else (cache if cache is not None else cache_dir()) / "torch-compile"
+
+
 def weights_root() -> Path | None:
     """`BENCH_WEIGHTS_ROOT`: one diffusers folder per autoencoder name, e.g. $BENCH_WEIGHTS_ROOT/taesd."""
     value = os.environ.get("BENCH_WEIGHTS_ROOT", "").strip()

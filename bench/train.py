@@ -30,6 +30,7 @@ from bench.checkpoint import (
     rng_snapshot,
     save_checkpoint,
 )
+from bench.compiling import CompileMeter
 from bench.config import RunConfig, TrainConfig, dump, load_run_config, to_dict
 from bench.dist import DistInfo, all_reduce_mean, barrier
 from bench.errors import BenchError
@@ -169,6 +170,7 @@ def train(
     data = _load_data(cfg, data_root, cache_dir, dist_info, progress)
     model, ema, optimizer, state = _build_and_resume(cfg, data, run_dir, dist_info)
     eager_module = _loss_module(model, dist_info)
+    meter = CompileMeter(cache_dir) if t.compile else None  # a fresh dynamo state: bench.compiling says why
     loss_module = compile_loss(eager_module, mode=t.compile_mode, device=device) if t.compile else eager_module
 
     logger = TrainLogger(run_dir, cfg, dist_info, state, progress, numerics)
@@ -203,6 +205,8 @@ def train(
             if at_point or at_checkpoint or at_grid or not ledger.deferred:  # the same on every rank
                 ledger.settle()
             clock.tick()
+            if at_point and meter is not None:
+                meter.report(logger.event)  # the records written at this point say what compiled so far
             if at_point and on_point is not None:
                 with clock.paused():
                     on_point(state, ema)
@@ -213,6 +217,8 @@ def train(
         if ledger.deferred:  # the last step, still on the device
             ledger.settle()
             clock.tick()
+    if meter is not None:
+        meter.close(logger.event)
     _checkpoint(run_dir, model, ema, optimizer, state, cfg, dist_info)
     if dist_info.is_main and not stop.stop and t.grid_size:
         write_grid(ema, cfg, run_dir, state.images_seen, device)

@@ -14,6 +14,17 @@ SHARED_DATA = SHARED / "data"
 SHARED_WEIGHTS = SHARED / "weights"
 
 
+def _compile_cache() -> str:
+    """torch.compile's caches for every test: inductor's own default folder, warm from earlier test sessions (a
+    per-test cache folder would compile every compiled test from scratch)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return default_cache_dir()
+
+
+COMPILE_CACHE = _compile_cache()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread() -> None:
     """Tiny models are overhead-bound: one intra-op thread is faster and leaves the other core to the OS/CI."""
@@ -36,6 +47,7 @@ def isolated_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("BENCH_CACHE_DIR", str(root / "cache"))
     monkeypatch.setenv("BENCH_RUNS_DIR", str(root / "runs"))
     monkeypatch.setenv("BENCH_RESULTS_DIR", str(root / "results"))
+    monkeypatch.setenv("BENCH_COMPILE_CACHE_DIR", COMPILE_CACHE)
     monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
     monkeypatch.delenv("BENCH_DEVICE", raising=False)
     if SHARED_WEIGHTS.is_dir():

@@ -1,5 +1,6 @@
-"""What a mini-benchmark record says about the training path (extra.compile, compile_mode, compile_note), read from
-the config and the loop's stats.jsonl events: eager, compiled in a mode, a mode that could not apply, a fallback."""
+"""What a mini-benchmark record says about the training path (extra.compile, compile_mode, compile_note,
+compile_stats), read from the config and the loop's stats.jsonl events: eager, compiled in a mode, a mode that could
+not apply, what it compiled, a fallback."""
 
 from __future__ import annotations
 
@@ -43,3 +44,10 @@ def test_a_fallback_to_eager_says_where_and_why(tmp_path: Path) -> None:
     run = _run_dir(tmp_path, [{"event": "compile_fallback", "images": 512, "reason": "InductorError: boom"}])
     state = compile_state(_cfg(compile=True), run)
     assert state == {"compile": False, "compile_note": "compile failed at 512 images: InductorError: boom"}
+
+
+def test_the_last_compile_event_says_what_the_run_compiled(tmp_path: Path) -> None:
+    stats = {"graphs": 2, "compile_seconds": 80.5, "fx_graph_cache_hits": 0, "fx_graph_cache_misses": 4}
+    events = [{"event": "compile", "images": 256, **stats, "graphs": 1}, {"event": "compile", "images": 512, **stats}]
+    state = compile_state(_cfg(compile=True), _run_dir(tmp_path, events))
+    assert state == {"compile": True, "compile_mode": "default", "compile_stats": stats}

@@ -190,6 +190,8 @@ def test_perf_training_modes_record_each_mode_and_its_loss_match(tmp_path: Path)
     graphs = records[("train_throughput", "train-b2-bf16-compile-graphs-cpu")]
     assert graphs.protocol["compile_mode"] == "reduce-overhead" and "need a CUDA device" in graphs.extra["compile_note"]
     assert graphs.extra["nonfinite_check"] == "host"  # the CPU's AdamW is not fused: THE step reads it on the host
+    assert graphs.extra["compile"]["graphs"] == 1 and graphs.extra["compile"]["compile_seconds"] > 0
+    assert "compile" not in records[("train_throughput", "train-b2-bf16-cpu")].extra  # eager compiles nothing
     match = records[("train_loss_match", "train-b2-bf16-compile-graphs-vs-eager-cpu")]
     assert match.extra["rng_match"] is True and match.extra["met"] is True
     bad = CliRunner().invoke(app, [*args[:-6], "--modes", "turbo", "--out", str(tmp_path)])

@@ -120,6 +120,9 @@ def accelerated(model: nn.Module, fast: str, compile_backend: str = "inductor") 
     check_fast_path(fast, next(net.parameters()).device)
     fn: nn.Module = net
     if "compile" in fast:
+        from bench.compiling import use_compile_cache
+
+        use_compile_cache()
         fn = torch.compile(net, dynamic=False, backend=compile_backend)  # type: ignore[assignment]
     if "graph" in fast:
         fn = GraphedNetwork(fn)

@@ -128,6 +128,9 @@ def make_train_step(
     opt = make_optimizer(model, t, device)
     loss_fn: Any = LossModule(model)
     if compile_backend:
+        from bench.compiling import use_compile_cache
+
+        use_compile_cache()
         loss_fn = compile_loss(loss_fn, compile_backend, compile_mode, device)
     steps = itertools.count()  # the step index drives the EMA warm-up, as in training
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import registry
+from bench.compiling import CompileMeter
 from bench.config import RunConfig, resolve
 from bench.errors import BenchError
 from bench.metrics.timing import measure, synchronize
@@ -217,18 +218,17 @@ def training_suite(
     configs = {preset: resolve(preset=preset) for preset in presets}  # bad names: one error before any work
     losses, own = {}, [] if failures is None else failures
     for preset in presets:
-        if compile_backend:
-            # As in a fresh process: THE loss module's forward is one code object for every preset and mode, so
-            # dynamo's cache entries (and their per-code recompile limit) and the CUDA graph pools would pile up.
-            import torch._dynamo as dynamo  # `import torch._dynamo` would make `torch` local to this function
-
-            dynamo.reset()
+        # As in a fresh process (bench.compiling): dynamo's entries and CUDA graph pools do not pile up over presets.
+        meter = CompileMeter() if compile_backend else None
         attempt = _Attempt(preset, run.mode)
         try:
-            losses[preset] = _measure_training(run, attempt, rng_digests)
+            losses[preset] = _measure_training(run, attempt, rng_digests, meter)
             continue
         except Exception as exc:  # any fault of one preset: recorded below, and the other presets still run
             failure = TrainFailure(preset, run.mode, attempt.phase, error_line(exc))
+        finally:
+            if meter is not None:
+                meter.close()
         _release(device, compile_backend)  # outside the handler: the traceback no longer holds the model
         own.append(failure)
         extra = {"failure": dataclasses.asdict(failure), "numerics": run.numerics}
@@ -298,8 +298,11 @@ def _release(device: torch.device, compile_backend: str | None) -> None:
         torch.cuda.empty_cache()
 
 
-def _measure_training(run: _TrainRun, attempt: _Attempt, rng_digests: dict[str, str] | None) -> list[float]:
-    """One preset's throughput record (training_suite); `attempt.phase` follows what it is doing."""
+def _measure_training(
+    run: _TrainRun, attempt: _Attempt, rng_digests: dict[str, str] | None, meter: CompileMeter | None = None
+) -> list[float]:
+    """One preset's throughput record (training_suite); `attempt.phase` follows what it is doing; `meter`'s summary
+    (what compiled in the warm-up and timed steps) becomes extra.compile."""
     from bench.train_step import compile_note
 
     device, preset = run.device, attempt.preset
@@ -309,6 +312,7 @@ def _measure_training(run: _TrainRun, attempt: _Attempt, rng_digests: dict[str, 
     attempt.phase = "running the warm-up and timed steps"
     elapsed, losses = _timed_training(step, model, device, run.batch, run.warmup, run.steps)
     digest = rng_digest(device)
+    compiled = meter.summary() if meter is not None else None
     images_per_s = run.batch * run.steps / elapsed
     attempt.phase = "counting the FLOPs of a training forward"
     train_gmacs = 3 * _mean_forward_gflops(model, cfg)  # backward ~ 2x forward
@@ -325,6 +329,7 @@ def _measure_training(run: _TrainRun, attempt: _Attempt, rng_digests: dict[str, 
         "rng_digest_after_timed_steps": digest,
         "nonfinite_check": getattr(step, "nonfinite_check", None),  # device: no host sync a step; host: one
         **_stage_summary(stages, run.warmup),
+        **({"compile": compiled} if compiled is not None else {}),
     }
     if run.compile_backend and (note := compile_note(run.compile_mode, device)):
         extra["compile_note"] = note

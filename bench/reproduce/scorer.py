@@ -261,7 +261,8 @@ class Scorer:
 
 def compile_state(cfg: RunConfig, run_dir: Path) -> dict:
     """How the run trained: eager, or compiled in train.compile_mode; the loop's note when the mode could not apply
-    here (CUDA graphs off CUDA) and, when compiling failed, eager with the reason (stats.jsonl events)."""
+    here (CUDA graphs off CUDA), what it compiled so far (`compile_stats`: graphs, seconds, cache hits; the last
+    `compile` event, bench.compiling) and, when compiling failed, eager with the reason (stats.jsonl events)."""
     if not cfg.train.compile:
         return {"compile": False}
     path = run_dir / "stats.jsonl"
@@ -274,4 +275,9 @@ def compile_state(cfg: RunConfig, run_dir: Path) -> dict:
         }
     state = {"compile": True, "compile_mode": cfg.train.compile_mode}
     note = next((r for r in rows if r.get("event") == "compile_note"), None)
-    return {**state, "compile_note": note["reason"]} if note is not None else state
+    if note is not None:
+        state["compile_note"] = note["reason"]
+    stats = [r for r in rows if r.get("event") == "compile"]
+    if stats:
+        state["compile_stats"] = {k: v for k, v in stats[-1].items() if k not in ("event", "images")}
+    return state
