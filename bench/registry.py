@@ -177,6 +177,8 @@ register(
             # stage-sampling ablation: steps of 2 x 128 micro-batches, stages uniform (control) or stratified
             "lapflow-mb128": _lapflow_mini("-mb128"),
             "lapflow-stratified": _lapflow_mini("-stratified"),
+            # positional-code ablation: every scale's sin-cos positions on the finest token grid
+            "lapflow-aligned": _lapflow_mini("-aligned"),
         },
         mini_default=("lapflow-mask-none", "lapflow-mask-self"),
         mini_ablations={  # the default run (lapflow) sits in each
@@ -208,6 +210,9 @@ register(
                 ("lapflow-mb128", "uniform, 2 x 128"),
                 ("lapflow-stratified", "stratified, 2 x 128"),
             ),
+            # Does one global attention need positions that match across scales? On its own grid coarse (i, j) gets
+            # fine (i, j)'s code though it covers fine (2i..2i+1, 2j..2j+1); aligned puts it at (2i + 0.5, 2j + 0.5).
+            "positions": (("lapflow", "own grid (METHODS.md)"), ("lapflow-aligned", "aligned to the finest grid")),
         },
         paper_better_than="lfm",
         mini_sets={

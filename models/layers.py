@@ -93,10 +93,10 @@ def patch_grid(size: tuple[int, int], patch: int) -> tuple[int, int]:
     return size[0] // patch, size[1] // patch
 
 
-def sincos_pos_embed_2d(hidden: int, grid_h: int, grid_w: int) -> Tensor:
-    """Fixed 2D sin-cos positions [grid_h * grid_w, hidden] (MAE/DiT), computed in float64 then cast."""
+def sincos_pos_embed_at(hidden: int, ys: np.ndarray, xs: np.ndarray) -> Tensor:
+    """Fixed 2D sin-cos codes [n, hidden] (MAE/DiT) of n positions given as float64 row (ys) and column (xs)
+    coordinates, which may be fractional (LapFlow's aligned positions); computed in float64 then cast."""
     assert hidden % 4 == 0, "hidden width must be divisible by 4 for 2D sin-cos positions"
-    gy, gx = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij")
 
     def one_axis(pos: np.ndarray, dim: int) -> np.ndarray:
         omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
@@ -104,8 +104,14 @@ def sincos_pos_embed_2d(hidden: int, grid_h: int, grid_w: int) -> Tensor:
         return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
     # DiT puts the width coordinate first in the embedding (its meshgrid order).
-    emb = np.concatenate([one_axis(gx, hidden // 2), one_axis(gy, hidden // 2)], axis=1)
+    emb = np.concatenate([one_axis(xs, hidden // 2), one_axis(ys, hidden // 2)], axis=1)
     return torch.from_numpy(emb).float()
+
+
+def sincos_pos_embed_2d(hidden: int, grid_h: int, grid_w: int) -> Tensor:
+    """Fixed 2D sin-cos positions [grid_h * grid_w, hidden] (MAE/DiT) of the integer cells of a grid, row-major."""
+    gy, gx = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij")
+    return sincos_pos_embed_at(hidden, gy, gx)
 
 
 class Mlp(nn.Module):

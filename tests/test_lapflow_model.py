@@ -90,9 +90,9 @@ def test_stage_is_drawn_per_call_and_curriculum_unlocks_finer_stages() -> None:
     assert list(cur.available_stages()) == [0, 1, 2] and "images_seen" in cur.state_dict()
 
 
-@pytest.mark.parametrize("num_classes", [0, 10])
-def test_single_scale_loss_equals_lfm(num_classes: int) -> None:
-    lfm, lap = single_scale_pair(num_classes)
+@pytest.mark.parametrize(("num_classes", "positions"), [(0, "own"), (10, "own"), (10, "aligned")])
+def test_single_scale_loss_equals_lfm(num_classes: int, positions: str) -> None:
+    lfm, lap = single_scale_pair(num_classes, positions)  # one scale: aligned positions are the own grid's
     lfm.train(), lap.train()  # label dropout draws from the same RNG stream in both
     x = torch.rand(6, *LATENT) * 2 - 1
     y = torch.arange(6) % 10 if num_classes else None
@@ -103,11 +103,11 @@ def test_single_scale_loss_equals_lfm(num_classes: int) -> None:
     assert not lap.may_skip_parameters
 
 
-def single_scale_pair(num_classes: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+def single_scale_pair(num_classes: int = 0, positions: str = "own") -> tuple[torch.nn.Module, torch.nn.Module]:
     torch.manual_seed(0)
     lfm = build_lfm(LFMConfig(backbone=TINY), LATENT, num_classes)
     randomize(lfm, seed=2)
-    lap = lapflow(randomized=False, num_classes=num_classes, num_scales=1)
+    lap = lapflow(randomized=False, num_classes=num_classes, num_scales=1, positions=positions)
     lap.net.load_state_dict(dit_to_expert_state(lfm.net.state_dict()), strict=True)
     return lfm.eval(), lap.eval()
 
@@ -211,6 +211,8 @@ def test_zero_network_sampling_keeps_activation_states(path: str) -> None:
         {"mask": "none"},
         {"mask": "self", "attention": "masked"},
         {"num_scales": 4, "critical_times": (0.1, 0.3, 0.6)},
+        {"positions": "aligned"},
+        {"positions": "aligned", "separate_networks": True, "num_scales": 3},
     ],
 )
 def test_ablation_options_train_sample_and_trace(options: dict) -> None:

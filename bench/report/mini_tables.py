@@ -19,6 +19,7 @@ AXIS_TITLES = {
     "time_scale": "time-embedding scale (flow families)",
     "learning_rate": "learning rate (LapFlow and LFM)",
     "stage_sampling": "stage sampling over the micro-batches of an optimizer step (LapFlow)",
+    "positions": "positional codes across scales (LapFlow)",
 }
 NOT_RUN = "not run"
 

@@ -33,9 +33,19 @@ AXIS_HEADERS = {
     "num_scales": "Scales",
     "space": "Space",
     "stage_sampling": "Stage sampling",
+    "positions": "Positions",
 }
 # The method's ablation axes and their defaults (METHODS.md section 1); num_scales/critical_times depend on the record.
-VARIANT_AXES = ("architecture", "mask", "critical_times", "path", "num_scales", "space", "stage_sampling")
+VARIANT_AXES = (
+    "architecture",
+    "mask",
+    "critical_times",
+    "path",
+    "num_scales",
+    "space",
+    "stage_sampling",
+    "positions",
+)
 PIXEL = "pixel"
 AE_DOWNSAMPLE = 8  # SD-VAE, EQ-VAE and TAESD latents are 8x smaller than the image
 UNKNOWN_ORDER = 1000  # a method that is neither registered nor in the paper data: after every known one
@@ -128,6 +138,7 @@ def descriptors(record: Record) -> dict[str, str]:
         "num_scales": str(scales),
         "space": PIXEL if autoencoder(record) == PIXEL else "latent",
         "stage_sampling": str(model.get("stage_sampling", "uniform")),
+        "positions": str(model.get("positions", "own")),
     }
 
 
@@ -142,6 +153,7 @@ def default_descriptors(record: Record) -> dict[str, str]:
         "num_scales": str(default_num_scales(record)),
         "space": "latent",
         "stage_sampling": "uniform",
+        "positions": "own",
     }
 
 

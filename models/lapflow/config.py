@@ -34,6 +34,7 @@ PATHS = ("linear", "gvp")
 MASKS = ("causal", "none", "self")
 ATTENTION_IMPLS = ("prefix", "masked")
 STAGE_SAMPLINGS = ("uniform", "stratified")
+POSITIONS = ("own", "aligned")
 MAX_SCALES = 4  # the paper's ablation range (1..4 scales)
 TWO_SCALE_MAX_LATENT = 32  # paper: 2 scales at 256 px (32x32 SD-VAE latents), 3 scales at 512 and 1024 px
 
@@ -51,6 +52,9 @@ class LapFlowConfig:
     # uniform: one stage per micro-batch, drawn uniformly (METHODS.md); stratified (ablation): the micro-batches of
     # one optimizer step cycle through the available stages in random order, so every expert is updated every step
     stage_sampling: str = "uniform"
+    # own: each scale's sin-cos positions on its own token grid (METHODS.md); aligned (ablation): on the finest
+    # scale's grid, a coarse token at the centre of the fine cells it covers, so positions match across scales
+    positions: str = "own"
     time_scale: float = 1.0  # t in [0, 1] fed to DiT's sinusoidal embedding as is (same as LFM)
     class_dropout: float = 0.1  # label dropout for CFG (class-conditional data only)
 
@@ -116,6 +120,8 @@ PRESETS: dict[str, dict] = {
     "lapflow-celebahq128-mini-stratified": with_micro_batch(
         with_model(MINI, {"num_scales": 2, "stage_sampling": "stratified"}), MINI_STAGE_MICRO_BATCH
     ),
+    # Positional-code ablation: every scale's positions on the finest grid (coarse (i, j) at fine (2i + 0.5, 2j + 0.5)).
+    "lapflow-celebahq128-mini-aligned": with_model(MINI, {"num_scales": 2, "positions": "aligned"}),
     # CPU demo/tests: pixel space, 32 px; 64 fine + 16 coarse tokens.
     "lapflow-tiny": {
         "model": {"backbone": dict(TINY_BACKBONE), "num_scales": 2},

@@ -21,6 +21,7 @@ from models.lapflow.config import (
     MASKS,
     MAX_SCALES,
     PATHS,
+    POSITIONS,
     STAGE_SAMPLINGS,
     LapFlowConfig,
     resolve_critical_times,
@@ -81,6 +82,7 @@ class LapFlow(GenerativeModel):
             time_scale=cfg.time_scale,
             mask=cfg.mask,
             attention=cfg.attention,
+            positions=cfg.positions,
         )
         network = SeparateNetworks if cfg.separate_networks else MoTDiT
         self.net = network(cfg.backbone, c, (h, w), s, **kwargs)
@@ -258,6 +260,7 @@ def _check_options(cfg: LapFlowConfig, num_scales: int) -> None:
         ("mask", cfg.mask, MASKS),
         ("attention", cfg.attention, ATTENTION_IMPLS),
         ("stage_sampling", cfg.stage_sampling, STAGE_SAMPLINGS),
+        ("positions", cfg.positions, POSITIONS),
     ):
         if value not in choices:
             raise BenchError(f"Unknown LapFlow {name} '{value}'; choose one of {', '.join(choices)}.")

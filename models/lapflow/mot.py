@@ -1,9 +1,10 @@
 """Mixture-of-Transformers DiT for LapFlow (METHODS.md section 1, "Network"; MoT: arXiv 2411.04996).
 
-Each scale has its own expert: patch embedding, 2D sin-cos positions on that scale's own token grid, per-layer
-adaLN-Zero DiT blocks (norms, QKV, output projection, MLP) and a final layer. Shared: the time/label embedding
-and ONE global self-attention per layer over the tokens of all active scales, ordered coarsest first, under a
-block mask (attention.py). With one scale this is exactly models.layers.DiT (same computation, mapped names).
+Each scale has its own expert: patch embedding, 2D sin-cos positions on that scale's own token grid (or, as an
+ablation, aligned to the finest grid: `scale_pos_embed`), per-layer adaLN-Zero DiT blocks (norms, QKV, output
+projection, MLP) and a final layer. Shared: the time/label embedding and ONE global self-attention per layer over
+the tokens of all active scales, ordered coarsest first, under a block mask (attention.py). With one scale this is
+exactly models.layers.DiT (same computation, mapped names).
 Never imports `bench`.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -24,6 +26,7 @@ from models.layers import (
     init_dit_weights,
     patch_grid,
     sincos_pos_embed_2d,
+    sincos_pos_embed_at,
     split_heads,
     unpatchify,
 )
@@ -31,19 +34,37 @@ from models.sizes import BackboneConfig
 
 # DiT submodules that belong to an expert (the rest, t_embedder and y_embedder, is shared).
 EXPERT_PREFIXES = ("x_embedder.", "blocks.", "final_layer.")
+# Where a scale's sin-cos positions live: its own token grid (METHODS.md) or the finest scale's (ablation).
+POSITION_MODES = ("own", "aligned")
+
+
+def scale_pos_embed(hidden: int, grid: tuple[int, int], stride: int = 1) -> Tensor:
+    """Sin-cos positions [gh * gw, hidden] of a scale whose token grid is `stride` times coarser than the finest.
+
+    Token (i, j) sits at the centre of the stride x stride finest-grid cells it covers, (stride * i + (stride - 1) / 2,
+    same for j): the mean of those cells' integer coordinates. The finest grid (stride 1) keeps DiT's integer cells,
+    and one global attention can tell from positions which coarse token lies under a fine one (on its own grid,
+    coarse (i, j) and fine (i, j) share one code while covering different places of the image).
+    """
+    if stride == 1:  # DiT's own-grid embedding, bit for bit
+        return sincos_pos_embed_2d(hidden, *grid)
+    ys, xs = (stride * np.arange(n, dtype=np.float64) + (stride - 1) / 2 for n in grid)
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    return sincos_pos_embed_at(hidden, gy, gx)
 
 
 class ScaleExpert(nn.Module):
     """Everything of one scale except attention and the time/label embedding."""
 
-    def __init__(self, backbone: BackboneConfig, channels: int, size: tuple[int, int]) -> None:
+    def __init__(self, backbone: BackboneConfig, channels: int, size: tuple[int, int], stride: int = 1) -> None:
         super().__init__()
         depth, hidden, heads = backbone.dims()
         p = backbone.patch
         self.grid = patch_grid(size, p)
         self.patch, self.channels = p, channels
         self.x_embedder = PatchEmbed(channels, hidden, p)
-        self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden, *self.grid)[None], persistent=False)
+        # stride: how many times coarser this grid is than the one the positions are counted on (1: its own)
+        self.register_buffer("pos_embed", scale_pos_embed(hidden, self.grid, stride)[None], persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads, backbone.mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(hidden, p, channels)
 
@@ -61,7 +82,8 @@ class ScaleExpert(nn.Module):
 class MoTDiT(nn.Module):
     """(xs, t, y) -> velocities, where xs are the active scales coarsest first: [x^(S-1), ..., x^(s)].
 
-    `input_size` is the finest scale's size; scale k has size input_size / 2^k.
+    `input_size` is the finest scale's size; scale k has size input_size / 2^k. `positions="aligned"` counts every
+    scale's positions on the finest scale's token grid (scale k at stride 2^k); "own" on each scale's own grid.
     """
 
     def __init__(
@@ -75,8 +97,11 @@ class MoTDiT(nn.Module):
         time_scale: float = 1.0,
         mask: str = "causal",
         attention: str = "prefix",
+        positions: str = "own",
     ) -> None:
         super().__init__()
+        if positions not in POSITION_MODES:
+            raise ValueError(f"unknown positions '{positions}'; choose {', '.join(POSITION_MODES)}")
         if mask not in MASK_MODES:
             raise ValueError(f"unknown attention mask '{mask}'; choose {', '.join(MASK_MODES)}")
         if attention not in ("prefix", "masked"):
@@ -87,7 +112,10 @@ class MoTDiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden)
         self.y_embedder = LabelEmbedder(num_classes, hidden, class_dropout)
         sizes = [(input_size[0] >> k, input_size[1] >> k) for k in range(num_scales)]
-        self.experts = nn.ModuleList(ScaleExpert(backbone, channels, size) for size in sizes)
+        strides = [2**k if positions == "aligned" else 1 for k in range(num_scales)]
+        self.experts = nn.ModuleList(
+            ScaleExpert(backbone, channels, size, stride) for size, stride in zip(sizes, strides, strict=True)
+        )
         init_dit_weights(self)
 
     def tokens(self, active: int) -> int:
@@ -119,7 +147,8 @@ class SeparateNetworks(nn.Module):
     """Ablation: no shared weights. Network k (its own MoT over scales k..S-1) predicts only scale k.
 
     Network k still reads the coarser active scales, so the fine scale is conditioned on the coarse state as in
-    the causal MoT; nothing (embeddings, attention) is shared between networks.
+    the causal MoT; nothing (embeddings, attention) is shared between networks. With aligned positions, network k
+    counts them on its own finest grid (scale k's), the finest grid its attention sees.
     """
 
     def __init__(self, backbone: BackboneConfig, channels: int, input_size: tuple[int, int], num_scales: int, **kw):
