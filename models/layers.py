@@ -216,6 +216,13 @@ def init_dit_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.linear.bias)
 
 
+def register_time_scale(module: nn.Module, time_scale: float) -> None:
+    """`module.time_scale`, the factor t is multiplied by before the sinusoidal embedding, as a float32 buffer: t *
+    buffer is t * float (one float32 multiply either way), but as an input of a compiled graph rather than a
+    constant in it, so a time-scale ablation compiles to its base run's graph (bench.compiling). Not saved."""
+    module.register_buffer("time_scale", torch.tensor(float(time_scale)), persistent=False)
+
+
 class DiT(nn.Module):
     """The single-scale DiT network: (x [B,C,H,W], t [B], y [B] or None) -> [B, out_channels, H, W].
 
@@ -239,7 +246,7 @@ class DiT(nn.Module):
         self.grid = patch_grid(input_size, p)
         self.patch, self.in_channels = p, in_channels
         self.out_channels = out_channels or in_channels
-        self.time_scale = time_scale
+        register_time_scale(self, time_scale)
         self.x_embedder = PatchEmbed(in_channels, hidden, p)
         self.t_embedder = TimestepEmbedder(hidden)
         self.y_embedder = LabelEmbedder(num_classes, hidden, class_dropout)

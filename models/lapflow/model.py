@@ -29,7 +29,15 @@ from models.lapflow.config import (
     stratified_multiple,
 )
 from models.lapflow.mot import MoTDiT, SeparateNetworks
-from models.lapflow.pyramid import activation_times, decompose, interpolate, noise_level, reconstruct
+from models.lapflow.pyramid import (
+    activation_times,
+    decompose,
+    interpolate,
+    noise_level,
+    reconstruct,
+    stage_times,
+    start_table,
+)
 
 Shape = tuple[int, ...]
 
@@ -76,6 +84,8 @@ class LapFlow(GenerativeModel):
             )
         self.critical_times = resolve_critical_times(cfg, s)
         self.starts = self._starts(self.critical_times)
+        # The loss reads the starts from this table (a graph input, not a constant: every T1 compiles to one graph).
+        self.register_buffer("start_table", start_table(self.starts), persistent=False)
         kwargs = dict(
             num_classes=num_classes,
             class_dropout=cfg.class_dropout,
@@ -175,12 +185,11 @@ class LapFlow(GenerativeModel):
         if self.cfg.curriculum_images > 0 and self.training:
             self.images_seen += x.shape[0]
         eps = torch.randn_like(x)
-        start = self.starts[s]
-        t = start + (1 - start) * torch.rand(x.shape[0], device=x.device)
+        t = stage_times(self.start_table[s], torch.rand(x.shape[0], device=x.device))
         xs, es = decompose(x, self.num_scales), decompose(eps, self.num_scales)
         active = range(self.num_scales - 1, s - 1, -1)  # coarsest first
         states, targets = zip(
-            *(interpolate(xs[k], es[k], t, self.starts[k], self.cfg.path) for k in active), strict=True
+            *(interpolate(xs[k], es[k], t, self.start_table[k], self.cfg.path) for k in active), strict=True
         )
         outs = self.net(list(states), t, y)
         per_scale = [(v.float() - u.float()).pow(2).mean(dim=(1, 2, 3)) for v, u in zip(outs, targets, strict=True)]

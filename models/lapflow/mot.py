@@ -25,6 +25,7 @@ from models.layers import (
     TimestepEmbedder,
     init_dit_weights,
     patch_grid,
+    register_time_scale,
     sincos_pos_embed_2d,
     sincos_pos_embed_at,
     split_heads,
@@ -108,7 +109,8 @@ class MoTDiT(nn.Module):
             raise ValueError(f"unknown attention implementation '{attention}'; choose prefix or masked")
         hidden = backbone.dims()[1]
         self.num_scales, self.depth = num_scales, backbone.dims()[0]
-        self.time_scale, self.mask, self.attention = time_scale, mask, attention
+        self.mask, self.attention = mask, attention
+        register_time_scale(self, time_scale)
         self.t_embedder = TimestepEmbedder(hidden)
         self.y_embedder = LabelEmbedder(num_classes, hidden, class_dropout)
         sizes = [(input_size[0] >> k, input_size[1] >> k) for k in range(num_scales)]

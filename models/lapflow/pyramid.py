@@ -66,26 +66,59 @@ def noise_level(path: str, t: Tensor | float) -> Tensor | float:
     raise ValueError(f"unknown path '{path}'; choose linear or gvp")
 
 
-def coefficients(path: str, t: Tensor, start: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(a_k, sigma, da_k/dt, dsigma/dt) at t [B] for a scale that starts at T_{k+1} = start.
+def start_table(starts: tuple[float, ...]) -> Tensor:
+    """[S, 3] float32: per scale (finest first) its start T_{k+1}, its span 1 - T_{k+1} and the span's reciprocal,
+    each computed in float64 and rounded once: the float32 values these Python floats become in float32 kernels.
+    LapFlow's loss reads them from a buffer, so the critical times are inputs of a compiled graph, not constants
+    baked into it: every T1 compiles to the same graph (bench.compiling) and the values stay those of the floats."""
+    return torch.tensor([(s, 1.0 - s, 1.0 / (1.0 - s)) for s in starts], dtype=torch.float32)
+
+
+Start = float | Tensor  # T_{k+1} as a float, or its start_table row
+
+
+def _over_span(x: Tensor, span: Start, rate: Start) -> Tensor:
+    """x / (1 - T_{k+1}) as a float divisor computes it: CPU kernels divide; CUDA kernels (a host scalar divisor) and
+    inductor's CUDA lowering (a constant divisor) multiply by the reciprocal instead, so a table row does the same."""
+    if isinstance(span, Tensor) and x.is_cuda:
+        return x * rate
+    return x / span
+
+
+def stage_times(start: Start, u: Tensor) -> Tensor:
+    """t ~ U[T_{s+1}, 1] of a stage that starts at `start` (a float or its start_table row) from draws u ~ U[0, 1]."""
+    if isinstance(start, Tensor):
+        return start[0] + start[1] * u
+    return start + (1 - start) * u
+
+
+def coefficients(path: str, t: Tensor, start: Start) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(a_k, sigma, da_k/dt, dsigma/dt) at t [B] for a scale that starts at T_{k+1} = start (a float or its
+    start_table row: the same values).
 
     Linear: a_k = (t - start) / (1 - start), sigma = 1 - t. GVP: a_k = sin(pi/2 tau), sigma = cos(pi/2 t) with
     tau the local time (t - start) / (1 - start) clamped to [0, 1].
     """
-    span = 1.0 - start
+    if isinstance(start, Tensor):
+        start, span, rate = start[0], start[1], start[2]
+        full_rate = rate.to(t.dtype).expand_as(t)
+    else:
+        span = 1.0 - start
+        rate = 1 / span
+        full_rate = torch.full_like(t, rate)
     if path == "linear":
-        a = (t - start) / span
-        return a, 1 - t, torch.full_like(t, 1 / span), torch.full_like(t, -1.0)
+        a = _over_span(t - start, span, rate)
+        return a, 1 - t, full_rate, torch.full_like(t, -1.0)
     if path == "gvp":
-        tau = ((t - start) / span).clamp(0.0, 1.0)
+        tau = _over_span(t - start, span, rate).clamp(0.0, 1.0)
         half_pi = math.pi / 2
         inside = ((t >= start) & (t <= 1.0)).to(t.dtype)  # the clamp freezes a_k outside its interval
-        da = half_pi * torch.cos(half_pi * tau) / span * inside
+        da = _over_span(half_pi * torch.cos(half_pi * tau), span, rate) * inside
         return torch.sin(half_pi * tau), torch.cos(half_pi * t), da, -half_pi * torch.sin(half_pi * t)
     raise ValueError(f"unknown path '{path}'; choose linear or gvp")
 
 
-def interpolate(x_k: Tensor, eps_k: Tensor, t: Tensor, start: float, path: str = "linear") -> tuple[Tensor, Tensor]:
+def interpolate(x_k: Tensor, eps_k: Tensor, t: Tensor, start: Start, path: str = "linear") -> tuple[Tensor, Tensor]:
     """Scale k's state x_t^(k) = a_k(t) x^(k) + sigma(t) eps^(k) and its target velocity d x_t^(k) / dt."""
     a, sigma, da, dsigma = (c.view(-1, *([1] * (x_k.dim() - 1))) for c in coefficients(path, t, start))
     return a * x_k + sigma * eps_k, da * x_k + dsigma * eps_k
