@@ -56,6 +56,16 @@ def test_an_ablated_scalar_compiles_to_the_graph_of_its_base_run(preset: str, mo
     assert ablated == base
 
 
+@pytest.mark.parametrize(
+    ("preset", "model", "graphs"),
+    [("lapflow-tiny", {"num_scales": 3}, 3), ("dit-tiny", {}, 1), ("pyramidal-flow-tiny", {"stages": 3}, 1)],
+)
+def test_the_loss_compiles_to_one_graph_per_stage_it_draws(preset: str, model: dict, graphs: int) -> None:
+    """LapFlow draws one stage per step: one graph each. Pyramidal Flow trains every stage in every step (one graph
+    holding a network call per stage, so its graph grows with the stages), DiT has one."""
+    assert len(_graph_codes(preset, model)) == graphs
+
+
 def _preset_starts() -> set[tuple[float, ...]]:
     """The start times of every LapFlow preset (its critical times at its latent size)."""
     out = set()
