@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -36,6 +35,7 @@ from bench.dist import DistInfo, all_reduce_mean, barrier
 from bench.errors import BenchError
 from bench.interface import GenerativeModel
 from bench.runtime import configure_numerics
+from bench.stop import StopFlag
 from bench.train_log import TrainLogger, crossed
 from bench.train_step import LossModule, check_graph_layout, compile_loss, compile_note, guarded_step, make_optimizer
 
@@ -109,41 +109,6 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
         )
 
 
-class _StopFlag:
-    """SIGINT (Ctrl-C) and SIGTERM set the flag; the loop writes a checkpoint at the next step boundary and returns.
-
-    `signum` is the signal that stopped the run (the CLI exits with 128 + signum); the class keeps the last one
-    seen in this process (`last_signal`) for callers that only get the TrainResult. A second Ctrl-C while the
-    flag is set aborts at once (KeyboardInterrupt); checkpoints are atomic, so none is left half-written.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-    last_signal: int | None = None
-
-    def __init__(self) -> None:
-        self.stop = False
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> _StopFlag:
-        _StopFlag.last_signal = None
-        for signum in self.SIGNALS:
-            with suppress(ValueError):  # not the main thread: no handler
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.stop and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.stop, self.signum = True, signum
-        _StopFlag.last_signal = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)  # type: ignore[arg-type]
-        self._previous = {}
-
-
 # Called at evaluation points (images seen) with the train state and the EMA model; its time is not training time.
 PointHook = Callable[[TrainState, nn.Module], None]
 
@@ -178,7 +143,7 @@ def train(
         logger.event("compile_note", reason=note)
     clock = _Budget(t.max_seconds, state, device)
     ledger = _Ledger(state, t, logger)
-    with _StopFlag() as stop:
+    with StopFlag() as stop:
         while state.images_seen < t.total_images and not stop.stop and not clock.spent():
             idx, flips = batch_indices(cfg.seed, state.step, t.batch_size, len(data))
             lr = lr_at(cfg, state.images_seen)

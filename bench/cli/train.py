@@ -75,9 +75,9 @@ def train_command(
     if info.is_main:
         typer.echo(_final_line(result))
     if result.interrupted:
-        from bench.train import _StopFlag  # the signal that stopped the loop (TrainResult says only that one did)
+        from bench.stop import StopFlag  # the signal that stopped the loop (TrainResult says only that one did)
 
-        raise typer.Exit(signal_exit_code(_StopFlag.last_signal or 15))
+        raise typer.Exit(signal_exit_code(StopFlag.last_signal or 15))
 
 
 def _model_line(cfg: RunConfig, check: RunCheck) -> str:
