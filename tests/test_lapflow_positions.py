@@ -135,19 +135,13 @@ def test_the_option_reaches_the_resolved_config_and_records() -> None:
 
 
 def test_report_shows_the_positions_table_with_a_not_run_row(tmp_path) -> None:
-    from bench.report.build import generate
-    from bench.report.select import variant_axes
-    from tests.test_report_mini import PAPER, write_fixture
+    from tests.test_report_mini import ablation_rows, variant_axes_of
 
-    write_fixture(tmp_path)
-    report = generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False)
-    table = next(t for t in report.tables if t.id == "mini-celebahq128-ablation-positions")
-    assert "positional codes" in table.title
-    assert [(r[0].text, r[1].text, r[2].text) for r in table.rows] == [
+    title, rows = ablation_rows(tmp_path, "mini-celebahq128-ablation-positions")
+    assert "positional codes" in title
+    assert rows == [
         ("own grid (METHODS.md)", "lapflow", "2"),
         ("aligned to the finest grid", "lapflow-aligned", "not run"),
     ]
-    record = run_record(resolve(preset=mini_models()["lapflow-aligned"]), "fid", 1.0, "", {"name": "x"})
-    assert variant_axes(record) == {"positions"}  # outside the paper tables' default rows
-    default = run_record(resolve(preset=mini_models()["lapflow"]), "fid", 1.0, "", {"name": "x"})
-    assert variant_axes(default) == set()
+    assert variant_axes_of("lapflow-aligned") == {"positions"}  # outside the paper tables' default rows
+    assert variant_axes_of("lapflow") == set()

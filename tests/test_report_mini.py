@@ -102,6 +102,24 @@ def write_fixture(results: Path) -> None:
     write_run(results, "lapflow-mask-none", 1, [80, 40, 25, 23])
 
 
+def ablation_rows(results: Path, table_id: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """The fixture's report (write_fixture into `results`): one ablation table's title and per row (setting, run,
+    seeds or "not run")."""
+    write_fixture(results)
+    report = generate(results, results / "no-runs", PAPER, with_plots=False)
+    table = next(t for t in report.tables if t.id == table_id)
+    return table.title, [(r[0].text, r[1].text, r[2].text) for r in table.rows]
+
+
+def variant_axes_of(run: str) -> set[str]:
+    """The paper tables' variant axes of a record of this mini run (none: it may sit in their default rows)."""
+    from bench.config import resolve
+    from bench.report.select import variant_axes
+    from bench.results import run_record
+
+    return variant_axes(run_record(resolve(preset=mini_models()[run]), "fid", 1.0, "", {"name": "x"}))
+
+
 def _grid(results: Path, rows: list[dict], name: str, tile: int = 16) -> Path:
     """A made-up grid (one row of 8 tiles per entry) and its row index, the same name in .json."""
     path = results / "mini" / "celebahq128" / name

@@ -198,21 +198,16 @@ def test_stage_sampling_presets_and_their_ablation_axis() -> None:
 
 
 def test_report_shows_the_stage_sampling_table_with_not_run_rows(tmp_path) -> None:
-    from bench.report.build import generate
-    from bench.report.select import variant_axes
-    from tests.test_report_mini import PAPER, write_fixture
+    from tests.test_report_mini import ablation_rows, variant_axes_of
 
-    write_fixture(tmp_path)
-    report = generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False)
-    table = next(t for t in report.tables if t.id == "mini-celebahq128-ablation-stage-sampling")
-    assert "stage sampling" in table.title
-    assert [(r[0].text, r[1].text, r[2].text) for r in table.rows] == [
+    title, rows = ablation_rows(tmp_path, "mini-celebahq128-ablation-stage-sampling")
+    assert "stage sampling" in title
+    assert rows == [
         ("uniform, 1 x 256", "lapflow", "2"),
         ("uniform, 2 x 128", "lapflow-mb128", "not run"),
         ("stratified, 2 x 128", "lapflow-stratified", "not run"),
     ]
-    record = run_record(resolve(preset=mini_models()["lapflow-stratified"]), "fid", 1.0, "", {"name": "x"})
-    assert variant_axes(record) == {"stage_sampling"}  # outside the paper tables' default rows
+    assert variant_axes_of("lapflow-stratified") == {"stage_sampling"}  # outside the paper tables' default rows
 
 
 @pytest.mark.gpu
