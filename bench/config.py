@@ -60,6 +60,16 @@ class TrainConfig:
     max_nonfinite: int = 20
     max_seconds: float = 0.0  # > 0: also stop after this many seconds of training steps (summed over resumes)
 
+    def layout(self, world: int) -> tuple[int, int]:
+        """(micro-batch per process, micro-batches per optimizer step and process) of the global batch on `world`
+        processes; a batch that does not split so is refused in one sentence."""
+        micro = self.micro_batch or self.batch_size // world
+        if micro <= 0 or self.batch_size % (world * micro):
+            raise BenchError(
+                f"batch_size {self.batch_size} is not divisible by {world} process(es) x micro_batch {micro}."
+            )
+        return micro, self.batch_size // (world * micro)
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -127,7 +127,7 @@ def train(
     `points` (images seen), with the training clock paused, e.g. to sample and score the EMA mid-run."""
     t = cfg.train
     device, rank, world = dist_info.device, dist_info.rank, dist_info.world
-    micro, accum = _batch_layout(t, world)
+    micro, accum = t.layout(world)
     if t.compile:
         check_graph_layout(t.compile_mode, device, world)
     numerics = configure_numerics(device, t.precision)
@@ -189,14 +189,6 @@ def train(
         write_grid(ema, cfg, run_dir, state.images_seen, device)
     logger.close()
     return TrainResult(run_dir, state, stop.stop, ledger.last_loss)
-
-
-def _batch_layout(t: TrainConfig, world: int) -> tuple[int, int]:
-    """(micro-batch per process, accumulation steps) of the global batch."""
-    micro = t.micro_batch or t.batch_size // world
-    if t.batch_size % (world * micro):
-        raise BenchError(f"batch_size {t.batch_size} is not divisible by {world} process(es) x micro_batch {micro}.")
-    return micro, t.batch_size // (world * micro)
 
 
 def _claim_run_dir(run_dir: Path, cfg: RunConfig, dist_info: DistInfo) -> None:

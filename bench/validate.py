@@ -7,7 +7,6 @@ the model (patch, pyramid factors), and the autoencoder's weights (naming an aut
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,25 +133,13 @@ def check_run(cfg: RunConfig) -> RunCheck:
     except (ValueError, AssertionError) as exc:
         raise BenchError(f"Model '{cfg.family}' cannot be built at {cfg.data.res} px: {exc}.") from None
     check_layout = getattr(model, "check_micro_batches", None)  # e.g. LapFlow's stratified stage sampling
-    if callable(check_layout) and (accum := step_micro_batches(cfg.train, world_size())) is not None:
-        check_layout(accum)
+    if callable(check_layout):
+        from bench.dist import world_size
+
+        check_layout(cfg.train.layout(world_size())[1])
     if spec.kind != "identity":
         check_weights(cfg.data.autoencoder, cfg.data.autoencoder_path, cfg.data.res)
     return RunCheck(shape, sum(p.numel() for p in model.parameters()))
-
-
-def world_size() -> int:
-    """The processes the run will train on: torchrun's WORLD_SIZE (bench.dist reads the same), 1 without it."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def step_micro_batches(t: TrainConfig, world: int) -> int | None:
-    """Micro-batches per optimizer step and process (bench.train's layout); None when the batch does not split
-    evenly (bench.train refuses that layout itself)."""
-    micro = t.micro_batch or t.batch_size // world
-    if micro <= 0 or t.batch_size % (world * micro):
-        return None
-    return t.batch_size // (world * micro)
 
 
 def weights_present(name: str) -> bool:
