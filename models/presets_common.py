@@ -107,10 +107,10 @@ def with_time_scale(preset: dict, scale: float = MINI_TIME_SCALE) -> dict:
 MINI_LR_ABLATION = {"lr1e-4": 1e-4, "lr4e-4": 4e-4}
 
 
-def with_lr(preset: dict, lr: float) -> dict:
-    """A copy of a mini preset trained at another constant learning rate."""
+def with_train(preset: dict, train: dict) -> dict:
+    """A copy of `preset` with `train` options merged into its train section (e.g. another learning rate)."""
     out = copy.deepcopy(preset)
-    out["train"] = {**out["train"], "lr": lr}
+    out["train"] = {**out.get("train", {}), **train}
     return out
 
 

@@ -15,8 +15,8 @@ from models.presets_common import (
     mini_at_256,
     mini_flow_preset,
     mini_imagenette,
-    with_lr,
     with_time_scale,
+    with_train,
 )
 from models.sizes import BackboneConfig
 
@@ -47,6 +47,6 @@ PRESETS: dict[str, dict] = {
 PRESETS["lfm-imagenette-tiny"] = imagenette_tiny(PRESETS["lfm-tiny"])
 PRESETS["lfm-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lfm-celebahq128-mini"])  # time-embedding ablation
 for _suffix, _lr in MINI_LR_ABLATION.items():  # learning-rate ablation
-    PRESETS[f"lfm-celebahq128-mini-{_suffix}"] = with_lr(PRESETS["lfm-celebahq128-mini"], _lr)
+    PRESETS[f"lfm-celebahq128-mini-{_suffix}"] = with_train(PRESETS["lfm-celebahq128-mini"], {"lr": _lr})
 PRESETS["lfm-celebahq256-mini"] = mini_at_256(PRESETS["lfm-celebahq128-mini"])
 PRESETS["lfm-imagenette128-mini"] = mini_imagenette(PRESETS["lfm-celebahq128-mini"])  # class-conditional mini

@@ -8,7 +8,6 @@ CelebA-HQ numbers use EQ-VAE; here the default stays sd-vae-ft-mse like LFM (fai
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,9 +23,9 @@ from models.presets_common import (
     mini_at_256,
     mini_flow_preset,
     mini_imagenette,
-    with_lr,
     with_model,
     with_time_scale,
+    with_train,
 )
 from models.sizes import BackboneConfig
 
@@ -34,7 +33,7 @@ PATHS = ("linear", "gvp")
 MASKS = ("causal", "none", "self")
 ATTENTION_IMPLS = ("prefix", "masked")
 STAGE_SAMPLINGS = ("uniform", "stratified")
-POSITIONS = ("own", "aligned")
+POSITIONS = ("own", "aligned")  # where a scale's sin-cos positions live: own grid (METHODS.md) or the finest's
 MAX_SCALES = 4  # the paper's ablation range (1..4 scales)
 TWO_SCALE_MAX_LATENT = 32  # paper: 2 scales at 256 px (32x32 SD-VAE latents), 3 scales at 512 and 1024 px
 
@@ -92,13 +91,6 @@ MINI = mini_flow_preset()  # the mini benchmark's flow preset (LFM's): 64 fine +
 MINI_STAGE_MICRO_BATCH = 128  # the stage-sampling ablation: 2 micro-batches (one per stage) per step of 256
 
 
-def with_micro_batch(preset: dict, micro_batch: int) -> dict:
-    """A copy of a preset whose optimizer step accumulates micro-batches of `micro_batch` (same global batch)."""
-    out = copy.deepcopy(preset)
-    out["train"] = {**out["train"], "micro_batch": micro_batch}
-    return out
-
-
 PRESETS: dict[str, dict] = {
     "lapflow-celebahq256-l2": with_model(celebahq_recipe(256), {"num_scales": 2}),
     "lapflow-celebahq512-l2": with_model(celebahq_recipe(512), {"num_scales": 3}),
@@ -116,9 +108,11 @@ PRESETS: dict[str, dict] = {
     "lapflow-celebahq128-mini-scales-3": with_model(MINI, {"num_scales": 3}),
     # Stage-sampling ablation (issue #14 item 8): the step of 256 as 2 micro-batches of 128, stages drawn uniformly
     # per micro-batch (the control: accumulation alone) or stratified (one micro-batch per stage every step).
-    "lapflow-celebahq128-mini-mb128": with_micro_batch(with_model(MINI, {"num_scales": 2}), MINI_STAGE_MICRO_BATCH),
-    "lapflow-celebahq128-mini-stratified": with_micro_batch(
-        with_model(MINI, {"num_scales": 2, "stage_sampling": "stratified"}), MINI_STAGE_MICRO_BATCH
+    "lapflow-celebahq128-mini-mb128": with_train(
+        with_model(MINI, {"num_scales": 2}), {"micro_batch": MINI_STAGE_MICRO_BATCH}
+    ),
+    "lapflow-celebahq128-mini-stratified": with_train(
+        with_model(MINI, {"num_scales": 2, "stage_sampling": "stratified"}), {"micro_batch": MINI_STAGE_MICRO_BATCH}
     ),
     # Positional-code ablation: every scale's positions on the finest grid (coarse (i, j) at fine (2i + 0.5, 2j + 0.5)).
     "lapflow-celebahq128-mini-aligned": with_model(MINI, {"num_scales": 2, "positions": "aligned"}),
@@ -132,7 +126,7 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["lapflow-celebahq128-mini-ts1000"] = with_time_scale(PRESETS["lapflow-celebahq128-mini"])
 for _suffix, _lr in MINI_LR_ABLATION.items():  # learning-rate ablation
-    PRESETS[f"lapflow-celebahq128-mini-{_suffix}"] = with_lr(PRESETS["lapflow-celebahq128-mini"], _lr)
+    PRESETS[f"lapflow-celebahq128-mini-{_suffix}"] = with_train(PRESETS["lapflow-celebahq128-mini"], {"lr": _lr})
 PRESETS["lapflow-imagenette-tiny"] = imagenette_tiny(PRESETS["lapflow-tiny"])
 # Class-conditional mini benchmark on Imagenette: the CelebA-HQ mini preset with 10 classes and CFG.
 PRESETS["lapflow-celebahq256-mini"] = mini_at_256(PRESETS["lapflow-celebahq128-mini"])

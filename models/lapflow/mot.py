@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from models.lapflow.attention import MASK_MODES, packed_attention
+from models.lapflow.config import POSITIONS
 from models.layers import (
     DiTBlock,
     FinalLayer,
@@ -35,8 +36,6 @@ from models.sizes import BackboneConfig
 
 # DiT submodules that belong to an expert (the rest, t_embedder and y_embedder, is shared).
 EXPERT_PREFIXES = ("x_embedder.", "blocks.", "final_layer.")
-# Where a scale's sin-cos positions live: its own token grid (METHODS.md) or the finest scale's (ablation).
-POSITION_MODES = ("own", "aligned")
 
 
 def scale_pos_embed(hidden: int, grid: tuple[int, int], stride: int = 1) -> Tensor:
@@ -101,8 +100,8 @@ class MoTDiT(nn.Module):
         positions: str = "own",
     ) -> None:
         super().__init__()
-        if positions not in POSITION_MODES:
-            raise ValueError(f"unknown positions '{positions}'; choose {', '.join(POSITION_MODES)}")
+        if positions not in POSITIONS:
+            raise ValueError(f"unknown positions '{positions}'; choose {', '.join(POSITIONS)}")
         if mask not in MASK_MODES:
             raise ValueError(f"unknown attention mask '{mask}'; choose {', '.join(MASK_MODES)}")
         if attention not in ("prefix", "masked"):
