@@ -38,8 +38,9 @@ SCORE_GUESS_S = 20.0
 CFG_COST = 1.25  # guided sampling doubles the network's batch; decoding and scoring stay (a guess: not yet measured)
 MIN_TRAIN_S = 30.0  # a run with less training time left before the deadline is skipped
 # Seconds a compiled training path spends compiling before its steps run at speed; every start pays it, a resume too
-# (measured on an H200, session 6, cold caches: 69-95 s to the end of the first 50 steps of four presets; logs in
-# results/mini/celebahq128/provenance). A run started with less time wasted it without reaching a point.
+# (measured on an H200, session 6, cold caches: the first 50 steps took 53 s for DiT, 81 s for Pyramidal Flow, 95 s
+# for LapFlow T1 = 0.7 and 244 s for 3-scale LapFlow, against ~2 s at speed; stats.jsonl under
+# results/mini/celebahq128/provenance/runs*). A run started with less time wasted it without reaching a point.
 COMPILE_GUESS_S = 90.0
 
 
