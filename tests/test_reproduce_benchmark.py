@@ -29,7 +29,7 @@ def test_evaluation_points_halve_back_from_the_budget() -> None:
 
 def test_a_compiled_run_needs_its_compile_time_before_the_deadline_to_start() -> None:
     from bench.config import resolve
-    from bench.reproduce.benchmark import COMPILE_GUESS_S, MIN_TRAIN_S, SCORE_GUESS_S, start_guess
+    from bench.reproduce.deadline import COMPILE_GUESS_S, MIN_TRAIN_S, SCORE_GUESS_S, start_guess
 
     eager = resolve(preset="lfm-celebahq128-mini", overrides=[{"train": {"compile": False}}])
     graphs = resolve(preset="lfm-celebahq128-mini", overrides=[{"train": {"compile": True}}])
@@ -239,7 +239,8 @@ def test_reference_features_round_trip_and_refuse_other_statistics(tmp_path: Pat
 
 @needs_taesd
 def test_a_longer_budget_resumes_the_run_and_scores_only_new_points(tmp_path: Path, cheap_fid: None) -> None:  # noqa: F811
-    from bench.reproduce.benchmark import points_left, score_guess, trained_seconds
+    from bench.reproduce.benchmark import points_left, trained_seconds
+    from bench.reproduce.deadline import score_guess
     from bench.results import load_records
 
     carry = fabricated_carry(tmp_path)
@@ -252,7 +253,10 @@ def test_a_longer_budget_resumes_the_run_and_scores_only_new_points(tmp_path: Pa
     assert first > 0 and trained_seconds(tmp_path / "nothing") == 0.0
     # The deadline check of the resumed command guesses the scoring time of the one point left, not of all three.
     assert points_left([8, 16, 32], runs / "lfm-seed0") == [32] and points_left([8], tmp_path / "nothing") == [8]
-    assert score_guess([], None, 1.0) == 0.0 and score_guess([32], None, 1.0) * 3 == score_guess([8, 16, 32], None, 1.0)
+    from bench.config import resolve
+
+    cfg = resolve(preset="lfm-celebahq128-mini")
+    assert score_guess([], cfg, None) == 0.0 and score_guess([32], cfg, None) * 3 == score_guess([8, 16, 32], cfg, None)
     invoke("reproduce", "mini", "--images", 32, "--points", 3, *common)  # same run, twice the budget
     fids = sorted((r.extra["images_seen"], r.extra["steps"]) for r in load_records(results) if r.metric == "fid")
     assert fids == [(8, 2), (16, 4), (32, 8)]  # 8 and 16 were scored once, by the first command

@@ -223,6 +223,13 @@ def mini_command(
         str,
         typer.Option(help="Training path: auto (CUDA graphs on a GPU, eager elsewhere), eager, compile, graphs."),
     ] = "auto",
+    samplers: Annotated[
+        str,
+        typer.Option(
+            help="Also score each run's last point with these samplers, solver[:steps], e.g. euler:100,heun:50,dopri5 "
+            "(default steps: the preset's; dopri5 takes none); a run skips the other kind of solver."
+        ),
+    ] = "",
 ) -> None:
     """The mini benchmark in one command: train each run, sample and score it at every point, write records."""
     from bench.cli.eval import results_dir, split_list
@@ -230,6 +237,7 @@ def mini_command(
     from bench.paths import runs_dir
     from bench.reproduce.benchmark import BenchmarkOptions, run_benchmark
     from bench.reproduce.classes import parse_sweep
+    from bench.reproduce.samplers import parse_samplers
 
     opts = BenchmarkOptions(
         carry=carry,
@@ -252,6 +260,7 @@ def mini_command(
         val_features=val_features,
         real_features_clean=real_features_clean,
         train_path=train_path,
+        samplers=parse_samplers(samplers),
     )
     summary = run_benchmark(opts)
     done = [k for k, v in summary["runs"].items() if v["complete"]]

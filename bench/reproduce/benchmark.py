@@ -4,8 +4,9 @@ Per run (a mini-benchmark preset) and training seed, THE training loop (bench.tr
 seen; at each evaluation point (budget / 2^k, k = P-1..0) the training clock pauses, the EMA samples seeds
 0..N-1 through the sampling harness, the samples are decoded and quantised once, and their Inception features
 are scored against the real training images: FID (torch-fidelity protocol), KID, precision/recall (k = 3) and
-memorisation, plus a bootstrap interval of FID at the last point. One record per metric and point goes to
-RESULTS/mini/<dataset><res>/; a sample grid (rows: run x point) and a provenance file beside them.
+memorisation, plus a bootstrap interval of FID at the last point (`--samplers`: there also with each other sampler,
+bench.reproduce.samplers). One record per metric and point goes to RESULTS/mini/<dataset><res>/; a sample grid
+(rows: run x point) and a provenance file beside them.
 
 The real images' features come from `mini-prepare --features` (a safetensors file checked against the carry's
 source hash); on a machine that returns few files, `--bundle` packs everything written into one .tar.gz after each
@@ -26,22 +27,12 @@ from torch import nn
 from bench.checkpoint import TrainState
 from bench.config import RunConfig
 from bench.errors import BenchError
-from bench.reproduce.classes import ClassScoring
-from bench.reproduce.clean import CLEAN_GUESS_S, CleanFeatures
+from bench.reproduce.clean import CleanFeatures
+from bench.reproduce.deadline import score_guess, start_guess
 from bench.reproduce.mini import GUIDANCE_SWEEP, MINI_SUBDIR, Carry, model_presets, read_carry, write_json_atomic
 from bench.reproduce.reference import load_reference
+from bench.reproduce.samplers import Sampler, check_samplers
 from bench.reproduce.scorer import Scorer
-
-# Wall seconds to sample (NFE 50, eager bf16) and score 5,000 samples of a B/2 model at one point on an H200:
-# measured 14.6-17.3 s per point, 20 s at the last (bootstrap), session 5 logs (results/mini/*/provenance/logs).
-SCORE_GUESS_S = 20.0
-CFG_COST = 1.25  # guided sampling doubles the network's batch; decoding and scoring stay (a guess: not yet measured)
-MIN_TRAIN_S = 30.0  # a run with less training time left before the deadline is skipped
-# Seconds a compiled training path spends compiling before its steps run at speed; every start pays it, a resume too
-# (measured on an H200, session 6, cold caches: the first 50 steps took 53 s for DiT, 81 s for Pyramidal Flow, 95 s
-# for LapFlow T1 = 0.7 and 244 s for 3-scale LapFlow, against ~2 s at speed; stats.jsonl under
-# results/mini/celebahq128/provenance/runs*). A run started with less time wasted it without reaching a point.
-COMPILE_GUESS_S = 90.0
 
 
 @dataclass
@@ -67,6 +58,7 @@ class BenchmarkOptions:
     val_features: Path | None = None  # the probe's held-out features (default: beside --real-features)
     real_features_clean: Path | None = None  # clean-fid features (`mini-prepare --features --backend clean`)
     train_path: str = "auto"  # TRAIN_PATHS key; auto: CUDA graphs on a CUDA device, eager elsewhere
+    samplers: tuple[Sampler, ...] = ()  # further samplers scored at each run's last point (bench.reproduce.samplers)
 
 
 def evaluation_points(images: int, points: int, batch: int) -> list[int]:
@@ -135,26 +127,6 @@ def mini_dataset(carry: Carry, asked: str) -> str:
     return asked or (own if own in mini_datasets() else MINI_DATASET)  # an unknown --dataset is refused later
 
 
-def score_guess(points: list[int], classes: ClassScoring | None, guidance: float, clean: bool = False) -> float:
-    """Seconds of sampling and scoring a run will take: one sample set per point, plus the sweep's other weights
-    (`clean`: plus clean-fid's features at the last point). `points`: those still to score (none: 0 s)."""
-    if not points:
-        return 0.0
-    if classes is None:
-        return len(points) * SCORE_GUESS_S + (CLEAN_GUESS_S if clean else 0.0)
-    sets = len(points) - 1 + len({guidance, *classes.sweep})
-    return sets * SCORE_GUESS_S * CFG_COST
-
-
-def start_guess(todo: list[int], cfg: RunConfig, classes: ClassScoring | None, clean: bool = False) -> float:
-    """Seconds a run needs before the deadline to be worth starting: its compile (compiled paths), some training,
-    and the scoring of the points it has left; 0 when none are left."""
-    if not todo:
-        return 0.0
-    compiling = COMPILE_GUESS_S if cfg.train.compile else 0.0
-    return compiling + MIN_TRAIN_S + score_guess(todo, classes, cfg.sample.guidance, clean)
-
-
 def run_benchmark(opts: BenchmarkOptions) -> dict:
     """Every run and seed in turn: train to the budget, score at each point; returns the provenance summary."""
     from bench.dist import init_distributed
@@ -184,6 +156,7 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     points = evaluation_points(opts.images, opts.points, batches.pop())
     for _, _, cfg in jobs:
         validate_run_config(cfg)
+    sampler_notes = _check_samplers(opts, carry, jobs)
     info = init_distributed(device_name())
     if info.world > 1:
         raise BenchError("`bench reproduce mini` is one process on one GPU; run it without torchrun.")
@@ -200,11 +173,13 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
     scorer = Scorer(
         reference, info.device, folder, opts.num_samples, opts.sample_batch, opts.bootstrap, env, git, opts.grid_columns
     )
-    scorer.classes, scorer.clean = classes, clean
+    scorer.classes, scorer.clean, scorer.samplers = classes, clean, opts.samplers
     tag = _tag(opts)
     summary = _summary(opts, carry, env, git, points, tag)
     if clean is not None:  # only then: without the option the provenance stays as it was
         summary["clean_fid"] = {"reference_features": clean.reference.describe(), "resize_workers": clean.workers}
+    if opts.samplers:  # only then, as clean_fid
+        summary["samplers"] = {"entries": [s.text for s in opts.samplers], "skipped": sampler_notes}
     if classes is not None:
         summary["classes"] = {"names": classes.class_names, "guidance": list(classes.sweep), **classes.protocol()}
     warm_up(info.device)
@@ -213,7 +188,7 @@ def run_benchmark(opts: BenchmarkOptions) -> dict:
         key = f"{name}-seed{seed}"
         left = opts.deadline_s - (time.perf_counter() - started) if opts.deadline_s else float("inf")
         todo = points_left(points, opts.work_dir / key)  # a resumed run scores only the points it has not reached
-        if todo and left < start_guess(todo, cfg, classes, clean is not None):
+        if todo and left < start_guess(todo, cfg, classes, clean is not None, opts.samplers):
             summary["skipped"][key] = f"{opts.deadline_s - left:.0f} s spent of the {opts.deadline_s:g} s deadline"
             print(f"[{key}] skipped: {summary['skipped'][key]}", flush=True)
             continue
@@ -246,7 +221,8 @@ def run_one(
 
     run_dir = opts.work_dir / f"{name}-seed{cfg.seed}"
     if opts.deadline_s:  # stop training in time to score the points it reaches before the deadline
-        guess = score_guess(points_left(points, run_dir), scorer.classes, cfg.sample.guidance, scorer.clean is not None)
+        todo = points_left(points, run_dir)
+        guess = score_guess(todo, cfg, scorer.classes, scorer.clean is not None, scorer.samplers)
         left = opts.deadline_s - (time.perf_counter() - started) - guess
         spent = trained_seconds(run_dir)  # train.max_seconds counts over resumes: a resumed run adds to it
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_seconds=spent + max(1.0, left)))
@@ -254,7 +230,7 @@ def run_one(
 
     def on_point(state: TrainState, ema: nn.Module) -> None:
         index = points.index(state.images_seen)
-        scorer.score(name, run_dir, cfg, state, ema, index, points)
+        scorer.score(name, run_dir, cfg, state, ema, index, points, lambda: _publish(opts, scorer, summary, tag))
         scored.append(state.images_seen)
         _publish(opts, scorer, summary, tag)
 
@@ -273,6 +249,21 @@ def run_one(
         "complete": state.images_seen >= points[-1],  # its points scored by this command or an earlier one
         "run_dir": str(run_dir),
     }
+
+
+def _check_samplers(opts: BenchmarkOptions, carry: Carry, jobs: list[tuple[str, int, RunConfig]]) -> list[str]:
+    """--samplers checked against the runs before anything trains; prints (once) which runs skip which entry."""
+    if not opts.samplers:
+        return []
+    if carry.class_names:
+        raise BenchError(
+            "--samplers scores unconditional carries only; class-conditional runs sweep guidance weights at their "
+            "last point (--guidance)."
+        )
+    notes = check_samplers(opts.samplers, jobs)
+    for note in notes:
+        print(note, flush=True)
+    return notes
 
 
 def _clean_features(opts: BenchmarkOptions, carry: Carry, device: torch.device) -> CleanFeatures | None:

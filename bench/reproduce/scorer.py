@@ -3,7 +3,8 @@ and writes one record per metric (bench/reproduce/benchmark.py runs it; the metr
 
 Unconditional data: one sample set per point at the preset's sampler. Class-conditional data (a `ClassScoring`,
 bench.reproduce.classes): one per guidance weight (the preset's at every point, the sweep at the last), each also
-scored for class accuracy, and a class grid at the last point.
+scored for class accuracy, and a class grid at the last point. `--samplers` (bench.reproduce.samplers): at the last
+point also one set per entry the run takes, its records tagged extra.sampler.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from bench.reproduce.classes import ClassScoring, with_guidance
 from bench.reproduce.clean import CleanFeatures
 from bench.reproduce.mini import MINI_BENCHMARK
 from bench.reproduce.reference import Reference
+from bench.reproduce.samplers import Sampler
 
 Values = dict[str, tuple[float, dict, dict]]  # metric -> (value, protocol extras, record extras)
 
@@ -37,6 +40,12 @@ class SampleSet:
     sample_s: float
     feature_s: float
     clean: Tensor | None = None  # clean-fid features of the same images (the last point, with --real-features-clean)
+    batches: list[tuple[int, int]] = field(default_factory=list)  # (samples, measured NFE) of each sampling batch
+
+    @property
+    def nfe_per_sample(self) -> float:
+        """Mean over the samples of the NFE of the batch that drew them (dopri5 adapts to each batch's error)."""
+        return sum(k * n for k, n in self.batches) / sum(k for k, _ in self.batches)
 
 
 @dataclass
@@ -54,6 +63,7 @@ class Scorer:
     grid_columns: int
     classes: ClassScoring | None = None
     clean: CleanFeatures | None = None  # clean-fid FID at the last point (unconditional carries)
+    samplers: tuple[Sampler, ...] = ()  # --samplers: further sample sets at the last point
     written: list[Path] = field(default_factory=list)
     grid_rows: list[tuple[dict, Tensor]] = field(default_factory=list)
     _extractor: object = None
@@ -74,6 +84,7 @@ class Scorer:
         from bench.sample import generate
 
         feats, labels, first, nfe, sample_s, feat_s = [], [], None, 0, 0.0, 0.0
+        batches: list[tuple[int, int]] = []
         if clean:
             self.clean.start()
         tic = time.perf_counter()
@@ -86,28 +97,49 @@ class Scorer:
             feats.append(torch.from_numpy(self._extractor(batch.images)).float().to(self.device))
             labels += [batch.labels] if batch.labels is not None else []
             nfe = max(nfe, batch.nfe)
+            batches.append((len(batch.seeds), batch.nfe))
             feat_s += time.perf_counter() - mid
             if clean:
                 self.clean.add(batch.images)  # resized on the pool while the next batch samples
             tic = time.perf_counter()
         clean_feats = self.clean.finish() if clean else None
         labelled = torch.cat(labels) if labels else None
-        return SampleSet(torch.cat(feats), first, labelled, nfe, sample_s, feat_s, clean_feats)
+        return SampleSet(torch.cat(feats), first, labelled, nfe, sample_s, feat_s, clean_feats, batches)
+
+    def sample_sets(self, cfg: RunConfig, final: bool) -> list[tuple[RunConfig, dict]]:
+        """The sample sets of a point as (config, record tags): the preset's sampler first (its samples make the grid
+        row), the other guidance weights of the sweep at the last point (class-conditional data; their weight is
+        tagged from the config), then at the last point each --samplers entry the run takes (tag extra.sampler)."""
+        weights = self.classes.weights(cfg, final) if self.classes is not None else [None]
+        sets = [(cfg if weight is None else with_guidance(cfg, weight), {}) for weight in weights]
+        if final:
+            sets += [(s.config(cfg), {"sampler": s.name(cfg)}) for s in self.samplers if s.supports(cfg)]
+        return sets
 
     def score(
-        self, run: str, run_dir: Path, cfg: RunConfig, state: TrainState, ema: nn.Module, point: int, points: list[int]
+        self,
+        run: str,
+        run_dir: Path,
+        cfg: RunConfig,
+        state: TrainState,
+        ema: nn.Module,
+        point: int,
+        points: list[int],
+        between: Callable[[], None] | None = None,
     ) -> None:
-        """Every sample set of this point (one per guidance weight on class-conditional data) and its records."""
+        """Every sample set of this point and its records; `between` runs after each set but the last (the command
+        bundles what is written, so a slow later set never costs the earlier sets' records)."""
         from bench.ema import young_ema_warning
 
         warning = young_ema_warning(cfg, state.step)
         if warning:
             print(warning, file=sys.stderr, flush=True)
         final = point == len(points) - 1
-        weights = self.classes.weights(cfg, final) if self.classes is not None else [None]
-        for i, weight in enumerate(weights):
-            self._score_set(run, run_dir, cfg if weight is None else with_guidance(cfg, weight), state, ema, point,
-                            points, grid_row=i == 0)  # fmt: skip
+        sets = self.sample_sets(cfg, final)
+        for i, (variant, tags) in enumerate(sets):
+            self._score_set(run, run_dir, variant, state, ema, point, points, grid_row=i == 0, tags=tags)
+            if between is not None and i < len(sets) - 1:
+                between()
         if final and self.classes is not None:
             meta = {"run": run, "family": cfg.family, "train_seed": cfg.seed, "images_seen": state.images_seen}
             tag = f"{run}-seed{cfg.seed}-{state.images_seen}"
@@ -165,6 +197,7 @@ class Scorer:
         point: int,
         points: list[int],
         grid_row: bool = True,
+        tags: dict | None = None,
     ) -> None:
         from bench.reproduce.run import final_loss
 
@@ -191,6 +224,9 @@ class Scorer:
             "score_seconds": score_s,
             **compile_state(cfg, run_dir),
         }
+        if tags:  # an extra sampler's records name it and its measured cost (the preset's keep the fields they had)
+            common |= {**tags, "nfe_per_sample": fake.nfe_per_sample, "nfe_by_batch": [n for _, n in fake.batches]}
+            common["sample_batch"] = self.sample_batch  # dopri5's steps adapt to each batch: its results depend on it
         guided = {"guidance": float(cfg.sample.guidance)} if self.classes is not None else {}
         for metric, (value, proto_extra, extra) in values.items():
             self._write(cfg, metric, value, fid, proto_extra, guided, fake.nfe, {**common, **guided, **extra})
@@ -198,9 +234,10 @@ class Scorer:
             meta = {"run": run, "train_seed": cfg.seed, "point": point, "images_seen": state.images_seen}
             self.grid_rows.append((meta, fake.first))
         shown = ", ".join(f"{m} {v[0]:.4g}" for m, v in values.items())
-        weight = f" at guidance {cfg.sample.guidance:g}" if guided else ""
+        which = f" at guidance {cfg.sample.guidance:g}" if guided else ""
+        which += f" with {tags['sampler']} (NFE {fake.nfe_per_sample:.4g} per sample)" if tags else ""
         print(
-            f"[{run} seed {cfg.seed}] {state.images_seen} images ({state.train_seconds:.0f} s){weight}: {shown} "
+            f"[{run} seed {cfg.seed}] {state.images_seen} images ({state.train_seconds:.0f} s){which}: {shown} "
             f"(sampling {fake.sample_s:.1f} s, scoring {score_s:.1f} s)",
             flush=True,
         )
