@@ -1,0 +1,106 @@
+"""The exact network of each flow family for x ~ N(mu, Sigma): drop-in replacements of `model.net` that return
+E[target | state] on the family's own training path (METHODS.md sections 1-3, written out as matrices)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import BenchError
+from bench.oracles.gaussian import F64, down_matrix, one_time, posterior_velocity, residual_maps, up_matrix
+
+
+class LFMOracle(nn.Module):
+    """x_t = t x + (1 - (1 - s) t) eps, u = x - (1 - s) eps (s = sigma_min)."""
+
+    def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor) -> None:
+        super().__init__()
+        self.mu, self.sigma, self.s = mu, sigma, float(model.cfg.sigma_min)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        tt, eye = one_time(t), torch.eye(self.mu.numel(), dtype=F64)
+        maps = (tt * eye, (1 - (1 - self.s) * tt) * eye, eye, -(1 - self.s) * eye)
+        return posterior_velocity(maps, self.mu, self.sigma, x.flatten(1).to(F64)).reshape(x.shape).to(x.dtype)
+
+
+def lapflow_coefficients(path: str, t: float, start: float) -> tuple[float, float, float, float]:
+    """(a_k, sigma, da_k/dt, dsigma/dt) of METHODS.md section 1 for a scale active from `start` = T_{k+1}."""
+    span = 1 - start
+    if path == "linear":
+        return (t - start) / span, 1 - t, 1 / span, -1.0
+    tau, h = (t - start) / span, math.pi / 2
+    return math.sin(h * tau), math.cos(h * t), h * math.cos(h * tau) / span, -h * math.sin(h * t)
+
+
+class LapFlowOracle(nn.Module):
+    """Every active scale's exact velocity (inputs coarsest first, as the MoT network takes them): scale k's state
+    a_k(t) x^(k) + sigma(t) eps^(k) and target da_k x^(k) + dsigma eps^(k), with x^(k) = P_k x, eps^(k) = P_k eps."""
+
+    def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor) -> None:
+        super().__init__()
+        self.mu, self.sigma, self.path, self.starts = mu, sigma, model.cfg.path, model.starts
+        self.p = residual_maps(*model.latent_shape, model.num_scales)
+
+    def forward(self, xs: list[Tensor], t: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        tt, scales = one_time(t), len(self.p)
+        rows: list[list[Tensor]] = [[], [], [], []]
+        for k in range(scales - 1, scales - 1 - len(xs), -1):
+            for row, factor in zip(rows, lapflow_coefficients(self.path, tt, self.starts[k]), strict=True):
+                row.append(factor * self.p[k])
+        maps = tuple(torch.cat(row) for row in rows)
+        z = torch.cat([x.flatten(1) for x in xs], dim=1).to(F64)
+        parts = posterior_velocity(maps, self.mu, self.sigma, z).split([x[0].numel() for x in xs], dim=1)
+        return [p.reshape(x.shape).to(x.dtype) for p, x in zip(parts, xs, strict=True)]
+
+
+class PyramidalOracle(nn.Module):
+    """Stage k (coarsest first) trains on x_u = (1 - u) start_k + u end_k with target end_k - start_k, where with
+    n_{K-1} = eps, n_{k-1} = 2 Down(n_k), x_k = Down^{K-1-k}(x): start_0 = n_0, start_k = s n_k + (1 - s) Up(x_{k-1})
+    and end_k = e n_k + (1 - e) x_k (end = x on the last stage); the network sees the global time of its window."""
+
+    def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor) -> None:
+        super().__init__()
+        self.mu, self.sigma, self.sched = mu, sigma, model.schedule
+        c, h, w = model.latent_shape
+        stages = model.cfg.stages
+        to_stage = [torch.eye(c * h * w, dtype=F64)]  # Down^j, j = 0 .. K-1 (full size first)
+        for j in range(stages - 1):
+            to_stage.append(down_matrix(c, h >> j, w >> j) @ to_stage[-1])
+        self.clean = [to_stage[stages - 1 - k] for k in range(stages)]
+        self.noise = [2.0 ** (stages - 1 - k) * to_stage[stages - 1 - k] for k in range(stages)]
+        self.up = [up_matrix(c, h >> (stages - k), w >> (stages - k)) for k in range(1, stages)]
+        self.widths = [w >> (stages - 1 - k) for k in range(stages)]
+
+    def endpoints(self, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(start's data map, start's noise map, end's data map, end's noise map) of stage k."""
+        s, e, last = self.sched.start[k], self.sched.end[k], k == len(self.widths) - 1
+        start_x = torch.zeros_like(self.clean[k]) if k == 0 else (1 - s) * self.up[k - 1] @ self.clean[k - 1]
+        start_e = self.noise[k] if k == 0 else s * self.noise[k]
+        end_x = self.clean[k] if last else (1 - e) * self.clean[k]
+        end_e = torch.zeros_like(self.noise[k]) if last else e * self.noise[k]
+        return start_x, start_e, end_x, end_e
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        k = self.widths.index(x.shape[-1])
+        lo, hi = self.sched.windows[k]
+        u = (one_time(t) - lo) / (hi - lo)
+        sx, se, ex, ee = self.endpoints(k)
+        maps = ((1 - u) * sx + u * ex, (1 - u) * se + u * ee, ex - sx, ee - se)
+        return posterior_velocity(maps, self.mu, self.sigma, x.flatten(1).to(F64)).reshape(x.shape).to(x.dtype)
+
+
+ORACLES: dict[str, type[nn.Module]] = {"lfm": LFMOracle, "lapflow": LapFlowOracle, "pyramidal-flow": PyramidalOracle}
+
+
+def install_exact_network(family: str, model: nn.Module, mu: Tensor, sigma: Tensor) -> nn.Module:
+    """Replace model.net by the family's exact network for N(mu, Sigma) (flattened latents); returns the model."""
+    if family not in ORACLES:
+        raise BenchError(
+            f"No exact network for the family '{family}'; the flow families have one: {', '.join(ORACLES)}."
+        )
+    if getattr(model, "num_classes", 0):
+        raise BenchError("The exact networks are for unconditional models; this one is class-conditional.")
+    model.net = ORACLES[family](model, mu.to(F64), sigma.to(F64))
+    return model.eval()
