@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from bench.cli import data as data_cli
 from bench.cli import eval as eval_cli
+from bench.cli import floor as floor_cli
 from bench.cli import perf as perf_cli
 from bench.cli import report as report_cli
 from bench.cli import reproduce as reproduce_cli
@@ -98,6 +99,7 @@ app.add_typer(eval_cli.app, name="eval", help="Measure FID, GFLOPs, time and NFE
 app.add_typer(perf_cli.app, name="perf", help="Performance: attention paths, forwards, training throughput.")
 app.add_typer(report_cli.app, name="report", help="Regenerate reports/ from results/.")
 app.add_typer(reproduce_cli.app, name="reproduce", help="Reproduce results end to end (mini benchmark on one GPU).")
+reproduce_cli.app.command("mini-floor")(floor_cli.mini_floor_command)
 
 
 def main() -> None:

@@ -1,0 +1,125 @@
+"""`bench reproduce mini-floor`: the sampler floor of mini-benchmark runs on a Gaussian fit of a carry's latents,
+as result records (one per metric, run and sampler) under results/mini/<dataset><res>/floor/."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bench.config import RunConfig, resolve, to_dict
+from bench.errors import BenchError
+from bench.oracles.floor import Floor, sampler_floor
+from bench.oracles.gaussian import fit_gaussian
+from bench.oracles.networks import ORACLES, install_exact_network
+from bench.results import Record, run_record, write_record
+from models.sizes import BackboneConfig
+
+FLOOR_BENCHMARK = "mini-floor"  # extra.benchmark: keeps these records out of the mini benchmark's FID tables
+FLOOR_METRICS = {"floor_frechet": ("frechet", ""), "floor_variance": ("variance", "fraction")}
+PROTOCOL_NOTE = (
+    "the latents' mean and covariance as a Gaussian; each family's exact network for it (the posterior mean of its "
+    "training target, bench.oracles); its own sampler in float64; the law of the samples read off exactly"
+)
+
+
+def floor_protocol(dataset: str, res: int, count: int) -> dict:
+    return {
+        "name": f"floor-gaussian-{dataset}{res}",
+        "data": f"Gaussian fit of {count} latents (the carry's images and their mirrors)",
+        "method": PROTOCOL_NOTE,
+        "distance": "Frechet distance between Gaussians, in latent space",
+        "precision": "float64",
+    }
+
+
+def carry_latents(cfg: RunConfig) -> torch.Tensor:
+    """The training latents a run of `cfg` sees: the carry's images and, with flip, their mirrors."""
+    from bench.datasets.carried import load_carried
+
+    data = load_carried(cfg.data, Path(cfg.data.path), torch.device("cpu"))
+    if data.labels is not None:
+        raise BenchError("The sampler floor is for unconditional carries; this one holds class labels.")
+    return torch.cat([data.latents, data.flipped]) if data.flipped is not None else data.latents
+
+
+def run_floors(
+    runs: dict[str, str],
+    data_overrides: dict,
+    samplers: list[Callable[[RunConfig], RunConfig]],
+    out: Path,
+    subdir: str,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """For each run (name -> preset) and each sampler (a config transform; the preset's own first), two records.
+    Runs of families without an exact network are refused before anything is computed."""
+    configs = {name: resolve(preset=p, overrides=[{"data": data_overrides, "name": name}]) for name, p in runs.items()}
+    missing = [f"{name} ({cfg.family})" for name, cfg in configs.items() if cfg.family not in ORACLES]
+    if missing:
+        raise BenchError(
+            f"No exact network for {', '.join(missing)}; the floor covers the flow families ({', '.join(ORACLES)})."
+        )
+    first = next(iter(configs.values()))
+    latents = carry_latents(first)
+    mu, sigma = fit_gaussian(latents)
+    protocol = floor_protocol(first.data.dataset, first.data.res, int(latents.shape[0]))
+    written: list[Path] = []
+    for name, base in configs.items():
+        seen: list = []
+        for transform in samplers:
+            cfg = transform(base)
+            if cfg.sample in seen:  # an entry that is the preset's own sampler (or another entry) again
+                continue
+            seen.append(cfg.sample)
+            floor = _floor_of(cfg, tuple(latents.shape[1:]), mu, sigma)
+            log(
+                f"{name} {_sampler_text(cfg)}: Frechet {floor.frechet:.4f}, variance kept {floor.variance:.4f} "
+                f"(coarse {floor.bands['coarse']:.4f}, fine {floor.bands['fine']:.4f}), NFE {floor.nfe}"
+            )
+            for record in floor_records(cfg, name, floor, protocol, float(sigma.trace())):
+                written.append(write_record(record, out, subdir))
+    return written
+
+
+def _floor_of(cfg: RunConfig, shape: tuple[int, ...], mu: torch.Tensor, sigma: torch.Tensor) -> Floor:
+    from bench.registry import MODELS
+
+    # The exact network replaces model.net, so the preset's backbone is built at a token size (the record keeps the
+    # preset's config): only the sampler and the training path's constants are used.
+    token = BackboneConfig(cfg.model.backbone.size, cfg.model.backbone.patch, depth=1, hidden=8, heads=2)
+    model = MODELS.load(cfg.family)(dataclasses.replace(cfg.model, backbone=token), shape, 0)
+    install_exact_network(cfg.family, model, mu, sigma)
+    return sampler_floor(model, cfg.sample, mu, sigma)
+
+
+def _sampler_text(cfg: RunConfig) -> str:
+    s = cfg.sample
+    if s.solver == "dopri5":
+        return f"dopri5 (atol {s.atol:g}, rtol {s.rtol:g})"
+    return f"{s.solver}:{sum(s.stage_steps) if s.stage_steps else s.steps}"
+
+
+def floor_records(cfg: RunConfig, run: str, floor: Floor, protocol: dict, data_trace: float) -> list[Record]:
+    from bench.runtime import environment
+
+    extra = {
+        "benchmark": FLOOR_BENCHMARK,
+        "run": run,
+        "sampler": _sampler_text(cfg),
+        "nfe": floor.nfe,
+        "frechet": floor.frechet,
+        "variance": floor.variance,
+        "bands": floor.bands,
+        "mean_error": floor.mean_error,
+        "data_trace": data_trace,
+    }
+    sampling = {**to_dict(cfg.sample), "nfe": floor.nfe}
+    records = []
+    for metric, (field, unit) in FLOOR_METRICS.items():
+        value = dataclasses.asdict(floor)[field]
+        records.append(
+            run_record(cfg, metric, value, unit, protocol, sampling=sampling, environment=environment(), extra=extra)
+        )
+    return records
