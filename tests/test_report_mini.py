@@ -46,9 +46,11 @@ ONE = 1 / 1.645  # a bootstrap std whose 90% interval is +- 1
 
 def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float | None = None,
               res: int = 128, protocol: str | None = None, metric: str = "fid", upto: int = len(IMAGES),
-              created: str = "2026-12-01T00:00:00+00:00") -> None:  # fmt: skip
+              created: str = "2026-12-01T00:00:00+00:00", sampler: str | None = None,
+              nfe: float = 50) -> None:  # fmt: skip
     """One seed of one run: its metrics at the last len(fids) points of IMAGES[:upto] (its budget; bootstrap std
-    `boot` at the final one; its percentiles sit above the FID, as resampling with replacement does to FID)."""
+    `boot` at the final one; its percentiles sit above the FID, as resampling with replacement does to FID).
+    `sampler` ('dopri5', 'euler:100'): records of `bench reproduce mini --samplers` with that NFE per sample."""
     family = FAMILY.get(run, "lapflow")
     tag = f"celebahq{res}"
     for point, fid in enumerate(fids):
@@ -67,6 +69,11 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float
             "loss": 0.5,
             "compile": True,
         }
+        sampling = {"solver": "euler", "steps": 50, "nfe": 50}
+        if sampler is not None:
+            solver, _, steps = sampler.partition(":")
+            sampling = {"solver": solver, "steps": int(steps or 50), "nfe": math.ceil(nfe)}
+            extra |= {"sampler": sampler, "nfe_per_sample": nfe, "nfe_by_batch": [math.ceil(nfe)]}
         values = _values(tag, fid, seed, protocol, metric)
         if boot is not None and point == len(fids) - 1:
             shifted = {"p05": fid + 2 - 1.645 * boot, "p95": fid + 2 + 1.645 * boot}
@@ -81,7 +88,7 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float
                 value=value,
                 unit="",
                 protocol={"name": proto},
-                sampling={"solver": "euler", "steps": 50, "nfe": 50},
+                sampling=sampling,
                 config={"family": family, "seed": seed},
                 seeds={"start": 0, "count": 5000},
                 git={"commit": "f1x7e0c" + "0" * 33, "dirty": False},

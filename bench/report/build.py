@@ -11,7 +11,17 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.io import atomic_write_bytes
-from bench.report import mini, mini_class_plots, mini_classes, mini_plots, mini_tables, mini_text, plots, render
+from bench.report import (
+    mini,
+    mini_class_plots,
+    mini_classes,
+    mini_plots,
+    mini_samplers,
+    mini_tables,
+    mini_text,
+    plots,
+    render,
+)
 from bench.report.goals import goals_table
 from bench.report.paper import PaperData, load_paper
 from bench.report.select import SPECS_BY_ID
@@ -135,7 +145,9 @@ def generate(
     sections, classes = mini.collect(records), mini_classes.collect(records)
     section_tables = {section.tag: mini_tables.section_tables(section) for section in sections}
     class_tables = {section.tag: mini_classes.class_table(section) for section in classes}
-    report.tables = [table for tables in section_tables.values() for table in tables] + list(class_tables.values())
+    sampler_tables = {section.tag: mini_samplers.sampler_table(section) for section in sections if section.samplers}
+    report.tables = [table for tables in section_tables.values() for table in tables] + list(sampler_tables.values())
+    report.tables += list(class_tables.values())
     report.tables += comparison_tables(records, paper) + performance_tables(records, paper)
     goals = goals_table(records, Path(results_dir))
     report.tables += [goals] if goals else []
@@ -147,7 +159,8 @@ def generate(
         report.files[f"tables/{table.id}.csv"] = render.csv(table).encode()
     figures = {s.tag: mini_class_plots.figure_lines(s, Path(results_dir)) for s in classes}
     class_lines = mini_classes.markdown(classes, class_tables, figures)
-    mini_lines = mini_text.markdown(sections, section_tables, Path(results_dir), class_lines)
+    sampler_lines = {s.tag: mini_samplers.markdown(s, sampler_tables[s.tag]) for s in sections if s.samplers}
+    mini_lines = mini_text.markdown(sections, section_tables, Path(results_dir), class_lines, sampler_lines)
     report.files["tables.md"] = _tables_markdown(report.tables, mini_lines).encode()
     if with_plots:
         _plots(report, records, paper, Path(results_dir), Path(runs_dir or "runs"))

@@ -7,6 +7,9 @@ dataset and resolution (a `Section`), each metric is shown under one protocol on
 largest images seen common to all its seeds (a longer budget that some seeds reached is a further tier); values
 are means over training seeds, the spread is their sample standard deviation (n >= 2), and each seed's FID carries
 a bootstrap interval over samples.
+Records of other samplers at a run's last point (extra.sampler, `bench reproduce mini --samplers`) stay out of the
+section's runs (its tables, curves, knees and spreads are the preset's sampler's); they form a Section per sampler in
+`Section.samplers`, shown by mini_samplers.py.
 The text (knee verdicts aside) is in mini_text.py, the curves and labelled grids in mini_plots.py.
 """
 
@@ -126,6 +129,7 @@ class Section:
     protocols: dict[str, str]  # metric -> the one protocol shown
     runs: dict[str, Run]
     placed: list[Loaded]  # every record this section accounts for (shown or superseded)
+    samplers: dict[str, Section] = field(default_factory=dict)  # extra.sampler -> its records (protocols as here)
 
     @property
     def tag(self) -> str:
@@ -188,12 +192,31 @@ def _section(dataset: str, res: int, items: list[Loaded]) -> Section:
 def collect(records: list[Loaded]) -> list[Section]:
     """The mini benchmark's sections, by data set and resolution; records of other metrics stay unplaced."""
     groups: dict[tuple[str, int], list[Loaded]] = {}
+    others: dict[tuple[str, int], dict[str, list[Loaded]]] = {}  # records of --samplers, by extra.sampler
     for item in records:
         r = item.record
         guided = isinstance(r.extra.get("guidance"), int | float)  # class-conditional: bench/report/mini_classes.py
         if r.extra.get("benchmark") == MINI_BENCHMARK and r.metric in METRICS and _point_of(item) and not guided:
-            groups.setdefault((r.dataset, r.resolution), []).append(item)
-    return [_section(dataset, res, items) for (dataset, res), items in sorted(groups.items())]
+            sampler = r.extra.get("sampler")
+            if isinstance(sampler, str):
+                others.setdefault((r.dataset, r.resolution), {}).setdefault(sampler, []).append(item)
+            else:
+                groups.setdefault((r.dataset, r.resolution), []).append(item)
+    sections = [_section(dataset, res, items) for (dataset, res), items in sorted(groups.items())]
+    for section in sections:
+        by_sampler = others.get((section.dataset, section.res), {})
+        for name in sorted(by_sampler, key=sampler_order):
+            # the section's protocols only: a column never mixes them (records under others go to the "other" table)
+            kept = [i for i in by_sampler[name] if section.protocols.get(i.record.metric) == i.record.protocol_name]
+            if kept:
+                section.samplers[name] = _section(section.dataset, section.res, kept)
+    return sections
+
+
+def sampler_order(name: str) -> tuple[str, int]:
+    """'dopri5', 'euler:100', 'euler:200', 'heun:50': by solver, then steps as numbers."""
+    solver, _, steps = name.partition(":")
+    return solver, int(steps) if steps.isdigit() else 0
 
 
 def knee(run: Run) -> str:

@@ -173,9 +173,12 @@ def _figures(section: Section, results_dir: Path) -> list[str]:
     return lines + sample_grid_lines(section, results_dir)
 
 
-def section_markdown(section: Section, tables: list[Table], results_dir: Path) -> list[str]:
+def section_markdown(
+    section: Section, tables: list[Table], results_dir: Path, samplers: list[str] | None = None
+) -> list[str]:
+    """`samplers`: the other samplers' table and paragraph (mini_samplers.markdown), after the orderings."""
     lines = ["", f"### {section.dataset}, {section.res} px", "", render.markdown(tables[0], level=4).rstrip("\n")]
-    lines += ["", *paragraph(section), "", *_figures(section, results_dir)]
+    lines += ["", *paragraph(section), *(["", *samplers] if samplers else []), "", *_figures(section, results_dir)]
     if len(tables) == 1:
         lines.append(f"No ablation runs at {section.res} px.")
     for table in tables[1:]:
@@ -184,13 +187,18 @@ def section_markdown(section: Section, tables: list[Table], results_dir: Path) -
 
 
 def markdown(
-    sections: list[Section], tables: dict[str, list[Table]], results_dir: Path, class_lines: list[str] | None = None
+    sections: list[Section],
+    tables: dict[str, list[Table]],
+    results_dir: Path,
+    class_lines: list[str] | None = None,
+    sampler_lines: dict[str, list[str]] | None = None,
 ) -> list[str]:
-    """The whole mini-benchmark section of tables.md (lines); `class_lines`: its class-conditional subsections."""
+    """The whole mini-benchmark section of tables.md (lines); `class_lines`: its class-conditional subsections;
+    `sampler_lines`: per section tag, its other samplers' table and paragraph."""
     lines = ["", "## Mini benchmark (one GPU)", ""]
     if not sections and not class_lines:
         return [*lines, NO_RECORDS]
     lines.append(INTRO)
     for section in sections:
-        lines += section_markdown(section, tables[section.tag], results_dir)
+        lines += section_markdown(section, tables[section.tag], results_dir, (sampler_lines or {}).get(section.tag))
     return lines + (class_lines or [])
