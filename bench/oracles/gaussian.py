@@ -1,5 +1,5 @@
-"""Closed forms for Gaussian data: pyramid operators as matrices, the posterior-mean velocity, the law of an affine
-sampler read off from basis inputs, and the Frechet distance between two Gaussians."""
+"""Closed forms for Gaussian data: pyramid operators as matrices, the posterior mean of a linear target, the law
+of an affine sampler read off from basis inputs, and the Frechet distance between two Gaussians."""
 
 from __future__ import annotations
 
@@ -47,13 +47,14 @@ def fit_gaussian(samples: Tensor) -> tuple[Tensor, Tensor]:
     return mu, centred.T @ centred / (x.shape[0] - 1)
 
 
-def posterior_velocity(maps: Maps, mu: Tensor, sigma: Tensor, z: Tensor) -> Tensor:
-    """E[u | z] for z = A x + B eps, u = C x + D eps, x ~ N(mu, sigma), eps ~ N(0, I); z [N, dim z] -> [N, dim u].
-    Cov(z) is singular where z is redundant (a pyramid's residuals) or noiseless: the pseudo-inverse is exact there."""
+def posterior_affine(maps: Maps, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """E[u | z] = c_mu + (z - a_mu) @ gain.T for z = A x + B eps, u = C x + D eps, x ~ N(mu, sigma), eps ~ N(0, I):
+    returns (c_mu, a_mu, gain). Cov(z) is singular where z is redundant (a pyramid's residuals) or noiseless: the
+    pseudo-inverse is exact there."""
     a, b, c, d = maps
     cov_z = a @ sigma @ a.T + b @ b.T
     gain = (c @ sigma @ a.T + d @ b.T) @ torch.linalg.pinv(cov_z, hermitian=True, rtol=1e-12)
-    return (c @ mu)[None] + (z - (a @ mu)[None]) @ gain.T
+    return c @ mu, a @ mu, gain
 
 
 def one_time(t: Tensor) -> float:

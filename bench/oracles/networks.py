@@ -9,20 +9,46 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.oracles.gaussian import F64, down_matrix, one_time, posterior_velocity, residual_maps, up_matrix
+from bench.oracles.gaussian import F64, Maps, down_matrix, one_time, posterior_affine, residual_maps, up_matrix
+
+CACHED_TIMES = 4  # Heun's corrector and the next step's predictor evaluate at the same time: its gain once
 
 
-class LFMOracle(nn.Module):
+class ExactNetwork(nn.Module):
+    """The posterior mean of a linear training path: `maps(key)` gives (A, B, C, D) for one network call (its time,
+    and for multi-stage families its stage); the gain of the last few keys is kept (a pseudo-inverse each)."""
+
+    def __init__(self, mu: Tensor, sigma: Tensor) -> None:
+        super().__init__()
+        self.mu, self.sigma = mu, sigma
+        self._gains: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def maps(self, key: tuple) -> Maps:
+        raise NotImplementedError
+
+    def velocity(self, key: tuple, z: Tensor) -> Tensor:
+        """E[u | z] for a batch z [N, dim z] of the call `key`."""
+        if key not in self._gains:
+            if len(self._gains) >= CACHED_TIMES:
+                self._gains.pop(next(iter(self._gains)))
+            self._gains[key] = posterior_affine(self.maps(key), self.mu, self.sigma)
+        c_mu, a_mu, gain = self._gains[key]
+        return c_mu[None] + (z.to(F64) - a_mu[None]) @ gain.T
+
+
+class LFMOracle(ExactNetwork):
     """x_t = t x + (1 - (1 - s) t) eps, u = x - (1 - s) eps (s = sigma_min)."""
 
     def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor) -> None:
-        super().__init__()
-        self.mu, self.sigma, self.s = mu, sigma, float(model.cfg.sigma_min)
+        super().__init__(mu, sigma)
+        self.s = float(model.cfg.sigma_min)
+
+    def maps(self, key: tuple) -> Maps:
+        (t,), eye = key, torch.eye(self.mu.numel(), dtype=F64)
+        return t * eye, (1 - (1 - self.s) * t) * eye, eye, -(1 - self.s) * eye
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        tt, eye = one_time(t), torch.eye(self.mu.numel(), dtype=F64)
-        maps = (tt * eye, (1 - (1 - self.s) * tt) * eye, eye, -(1 - self.s) * eye)
-        return posterior_velocity(maps, self.mu, self.sigma, x.flatten(1).to(F64)).reshape(x.shape).to(x.dtype)
+        return self.velocity((one_time(t),), x.flatten(1)).reshape(x.shape).to(x.dtype)
 
 
 def lapflow_coefficients(path: str, t: float, start: float) -> tuple[float, float, float, float]:
@@ -34,35 +60,38 @@ def lapflow_coefficients(path: str, t: float, start: float) -> tuple[float, floa
     return math.sin(h * tau), math.cos(h * t), h * math.cos(h * tau) / span, -h * math.sin(h * t)
 
 
-class LapFlowOracle(nn.Module):
+class LapFlowOracle(ExactNetwork):
     """Every active scale's exact velocity (inputs coarsest first, as the MoT network takes them): scale k's state
     a_k(t) x^(k) + sigma(t) eps^(k) and target da_k x^(k) + dsigma eps^(k), with x^(k) = P_k x, eps^(k) = P_k eps."""
 
     def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor) -> None:
-        super().__init__()
-        self.mu, self.sigma, self.path, self.starts = mu, sigma, model.cfg.path, model.starts
+        super().__init__(mu, sigma)
+        self.path, self.starts = model.cfg.path, model.starts
         self.p = residual_maps(*model.latent_shape, model.num_scales)
 
-    def forward(self, xs: list[Tensor], t: Tensor, y: Tensor | None = None) -> list[Tensor]:
-        tt, scales = one_time(t), len(self.p)
+    def maps(self, key: tuple) -> Maps:
+        t, active = key
+        scales = len(self.p)
         rows: list[list[Tensor]] = [[], [], [], []]
-        for k in range(scales - 1, scales - 1 - len(xs), -1):
-            for row, factor in zip(rows, lapflow_coefficients(self.path, tt, self.starts[k]), strict=True):
+        for k in range(scales - 1, scales - 1 - active, -1):
+            for row, factor in zip(rows, lapflow_coefficients(self.path, t, self.starts[k]), strict=True):
                 row.append(factor * self.p[k])
-        maps = tuple(torch.cat(row) for row in rows)
-        z = torch.cat([x.flatten(1) for x in xs], dim=1).to(F64)
-        parts = posterior_velocity(maps, self.mu, self.sigma, z).split([x[0].numel() for x in xs], dim=1)
+        return tuple(torch.cat(row) for row in rows)  # type: ignore[return-value]
+
+    def forward(self, xs: list[Tensor], t: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        z = torch.cat([x.flatten(1) for x in xs], dim=1)
+        parts = self.velocity((one_time(t), len(xs)), z).split([x[0].numel() for x in xs], dim=1)
         return [p.reshape(x.shape).to(x.dtype) for p, x in zip(parts, xs, strict=True)]
 
 
-class PyramidalOracle(nn.Module):
+class PyramidalOracle(ExactNetwork):
     """Stage k (coarsest first) trains on x_u = (1 - u) start_k + u end_k with target end_k - start_k, where with
     n_{K-1} = eps, n_{k-1} = 2 Down(n_k), x_k = Down^{K-1-k}(x): start_0 = n_0, start_k = s n_k + (1 - s) Up(x_{k-1})
     and end_k = e n_k + (1 - e) x_k (end = x on the last stage); the network sees the global time of its window."""
 
     def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor) -> None:
-        super().__init__()
-        self.mu, self.sigma, self.sched = mu, sigma, model.schedule
+        super().__init__(mu, sigma)
+        self.sched = model.schedule
         c, h, w = model.latent_shape
         stages = model.cfg.stages
         to_stage = [torch.eye(c * h * w, dtype=F64)]  # Down^j, j = 0 .. K-1 (full size first)
@@ -82,16 +111,19 @@ class PyramidalOracle(nn.Module):
         end_e = torch.zeros_like(self.noise[k]) if last else e * self.noise[k]
         return start_x, start_e, end_x, end_e
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        k = self.widths.index(x.shape[-1])
+    def maps(self, key: tuple) -> Maps:
+        t, k = key
         lo, hi = self.sched.windows[k]
-        u = (one_time(t) - lo) / (hi - lo)
+        u = (t - lo) / (hi - lo)
         sx, se, ex, ee = self.endpoints(k)
-        maps = ((1 - u) * sx + u * ex, (1 - u) * se + u * ee, ex - sx, ee - se)
-        return posterior_velocity(maps, self.mu, self.sigma, x.flatten(1).to(F64)).reshape(x.shape).to(x.dtype)
+        return (1 - u) * sx + u * ex, (1 - u) * se + u * ee, ex - sx, ee - se
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        key = (one_time(t), self.widths.index(x.shape[-1]))
+        return self.velocity(key, x.flatten(1)).reshape(x.shape).to(x.dtype)
 
 
-ORACLES: dict[str, type[nn.Module]] = {"lfm": LFMOracle, "lapflow": LapFlowOracle, "pyramidal-flow": PyramidalOracle}
+ORACLES: dict[str, type[ExactNetwork]] = {"lfm": LFMOracle, "lapflow": LapFlowOracle, "pyramidal-flow": PyramidalOracle}
 
 
 def install_exact_network(family: str, model: nn.Module, mu: Tensor, sigma: Tensor) -> nn.Module:

@@ -78,7 +78,8 @@ def run_floors(
                 f"{name} {_sampler_text(cfg)}: Frechet {floor.frechet:.4f}, variance kept {floor.variance:.4f} "
                 f"(coarse {floor.bands['coarse']:.4f}, fine {floor.bands['fine']:.4f}), NFE {floor.nfe}"
             )
-            for record in floor_records(cfg, name, floor, protocol, float(sigma.trace())):
+            own = cfg.sample == base.sample
+            for record in floor_records(cfg, name, floor, protocol, float(sigma.trace()), own):
                 written.append(write_record(record, out, subdir))
     return written
 
@@ -101,13 +102,16 @@ def _sampler_text(cfg: RunConfig) -> str:
     return f"{s.solver}:{sum(s.stage_steps) if s.stage_steps else s.steps}"
 
 
-def floor_records(cfg: RunConfig, run: str, floor: Floor, protocol: dict, data_trace: float) -> list[Record]:
+def floor_records(
+    cfg: RunConfig, run: str, floor: Floor, protocol: dict, data_trace: float, preset_sampler: bool
+) -> list[Record]:
     from bench.runtime import environment
 
     extra = {
         "benchmark": FLOOR_BENCHMARK,
         "run": run,
         "sampler": _sampler_text(cfg),
+        "preset_sampler": preset_sampler,  # the sampler the run's mini records are scored with
         "nfe": floor.nfe,
         "frechet": floor.frechet,
         "variance": floor.variance,
