@@ -1,0 +1,59 @@
+"""The sampler-floor table of `bench report` (bench/report/mini_floor.py) from `bench reproduce mini-floor` records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bench.cli.app import app
+from bench.report import mini_floor
+from bench.report.build import load_results
+from tests.test_floor_cli import latent_carry
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def floor_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("floor")
+    carry, out = latent_carry(root), root / "results"
+    args = ["reproduce", "mini-floor", "--carry", carry, "--models", "lfm,lapflow,pyramidal-flow"]
+    result = runner.invoke(app, [str(a) for a in [*args, "--samplers", "heun:25,euler:10", "--out", out]])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_floor_table_rows_are_samplers_columns_runs(floor_results: Path) -> None:
+    (section,) = mini_floor.collect(load_results(floor_results))
+    table = mini_floor.floor_table(section)
+    assert table.id == "mini-floor-celebahq32" and len(table.placed) == 3 * 3 * 2
+    assert table.headers == ["Sampler", "NFE", "lapflow", "lfm", "pyramidal-flow"]  # registry order
+    # The presets' sampler first, then by NFE: euler:10 (10), heun:25 (50).
+    assert [row[0].text for row in table.rows] == ["euler:50", "euler:10", "heun:25"]
+    frechet = section.values("floor_frechet")
+    variance = section.values("floor_variance")
+    for row in table.rows:
+        for run, cell in zip(table.headers[2:], row[2:], strict=True):
+            f, v = frechet[(run, row[0].text)], variance[(run, row[0].text)]
+            assert cell.value == f and cell.text == f"{f:.3f} ({100 * v:.1f}%)"
+    # Fewer Euler steps cost more; Heun at the same NFE as the preset's Euler costs less.
+    assert all(
+        frechet[(r, "euler:10")] > frechet[(r, "euler:50")] > frechet[(r, "heun:25")] for r in ("lfm", "lapflow")
+    )
+
+
+def test_floor_paragraph_compares_lapflow_with_lfm_from_the_numbers(floor_results: Path) -> None:
+    (section,) = mini_floor.collect(load_results(floor_results))
+    lines = mini_floor.paragraph(section)
+    frechet = section.values("floor_frechet")
+    own = f"{frechet[('lapflow', 'euler:50')]:.3f}"
+    assert own in lines[0] and "euler:50" in lines[0]
+    more = frechet[("lapflow", "euler:50")] > frechet[("lfm", "euler:50")]
+    assert ("LapFlow pays more of it" in lines[0]) == more
+    assert "heun:25" in lines[1]  # the best other sampler for LapFlow of these
+
+
+def test_no_floor_records_no_section(tmp_path: Path) -> None:
+    assert mini_floor.collect([]) == []
