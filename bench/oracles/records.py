@@ -74,9 +74,12 @@ def run_floors(
                 continue
             seen.append(cfg.sample)
             floor = _floor_of(cfg, tuple(latents.shape[1:]), mu, sigma)
+            s = cfg.sample
+            tolerances = f" (atol {s.atol:g}, rtol {s.rtol:g})" if s.solver == "dopri5" else ""
             log(
-                f"{name} {_sampler_text(cfg)}: Frechet {floor.frechet:.4f}, variance kept {floor.variance:.4f} "
-                f"(coarse {floor.bands['coarse']:.4f}, fine {floor.bands['fine']:.4f}), NFE {floor.nfe}"
+                f"{name} {_sampler_text(cfg)}{tolerances}: Frechet {floor.frechet:.4f}, "
+                f"variance kept {floor.variance:.4f} (coarse {floor.bands['coarse']:.4f}, "
+                f"fine {floor.bands['fine']:.4f}), NFE {floor.nfe}"
             )
             own = cfg.sample == base.sample
             for record in floor_records(cfg, name, floor, protocol, float(sigma.trace()), own):
@@ -96,10 +99,11 @@ def _floor_of(cfg: RunConfig, shape: tuple[int, ...], mu: torch.Tensor, sigma: t
 
 
 def _sampler_text(cfg: RunConfig) -> str:
-    s = cfg.sample
-    if s.solver == "dopri5":
-        return f"dopri5 (atol {s.atol:g}, rtol {s.rtol:g})"
-    return f"{s.solver}:{sum(s.stage_steps) if s.stage_steps else s.steps}"
+    """The sampler as `reproduce mini --samplers` names it in its records ('euler:50', 'dopri5'): one convention, so
+    floor rows and trained runs' rows join; dopri5's tolerances are in the record's sampling spec."""
+    from bench.reproduce.samplers import default_name
+
+    return default_name(cfg)
 
 
 def floor_records(
