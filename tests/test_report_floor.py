@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,10 @@ from typer.testing import CliRunner
 
 from bench.cli.app import app
 from bench.report import mini_floor
-from bench.report.build import load_results
+from bench.report.build import generate, load_results
+from bench.results import write_record
 from tests.test_floor_cli import latent_carry
+from tests.test_report_mini import PAPER, write_fixture
 
 runner = CliRunner()
 
@@ -57,3 +60,18 @@ def test_floor_paragraph_compares_lapflow_with_lfm_from_the_numbers(floor_result
 
 def test_no_floor_records_no_section(tmp_path: Path) -> None:
     assert mini_floor.collect([]) == []
+
+
+def test_the_floor_sits_in_its_mini_section_after_the_orderings(floor_results: Path, tmp_path: Path) -> None:
+    """In tables.md the floor follows the orderings paragraph of the mini section of its data set and resolution;
+    a floor without such a section still appears, after the sections."""
+    alone = generate(floor_results, floor_results / "no-runs", PAPER, with_plots=False)
+    assert "Sampler floor, celebahq 32 px" in alone.files["tables.md"].decode()
+    assert "tables/mini-floor-celebahq32.csv" in alone.files
+    write_fixture(tmp_path)  # a mini section at celebahq 128 px
+    for item in load_results(floor_results):
+        write_record(dataclasses.replace(item.record, resolution=128), tmp_path, "mini/celebahq128/floor")
+    text = generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False).files["tables.md"].decode()
+    section = text.index("### celebahq, 128 px")
+    orderings, floor = text.index("**The paper's orderings", section), text.index("Sampler floor, celebahq 128 px")
+    assert section < orderings < floor < text.index("![FID vs", section)

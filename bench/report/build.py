@@ -15,6 +15,7 @@ from bench.report import (
     mini,
     mini_class_plots,
     mini_classes,
+    mini_floor,
     mini_plots,
     mini_samplers,
     mini_tables,
@@ -146,7 +147,10 @@ def generate(
     section_tables = {section.tag: mini_tables.section_tables(section) for section in sections}
     class_tables = {section.tag: mini_classes.class_table(section) for section in classes}
     sampler_tables = {section.tag: mini_samplers.sampler_table(section) for section in sections if section.samplers}
+    floors = mini_floor.collect(records)
+    floor_tables = {floor.tag: mini_floor.floor_table(floor) for floor in floors}
     report.tables = [table for tables in section_tables.values() for table in tables] + list(sampler_tables.values())
+    report.tables += list(floor_tables.values())
     report.tables += list(class_tables.values())
     report.tables += comparison_tables(records, paper) + performance_tables(records, paper)
     goals = goals_table(records, Path(results_dir))
@@ -160,7 +164,16 @@ def generate(
     figures = {s.tag: mini_class_plots.figure_lines(s, Path(results_dir)) for s in classes}
     class_lines = mini_classes.markdown(classes, class_tables, figures)
     sampler_lines = {s.tag: mini_samplers.markdown(s, sampler_tables[s.tag]) for s in sections if s.samplers}
+    unplaced: list[str] = []  # a floor without a mini section of its data set and resolution: after the sections
+    for floor in floors:
+        lines = mini_floor.markdown(floor, floor_tables[floor.tag])
+        if floor.tag in section_tables:
+            before = sampler_lines.get(floor.tag, [])
+            sampler_lines[floor.tag] = [*before, *([""] if before else []), *lines]
+        else:
+            unplaced += ["", *lines]
     mini_lines = mini_text.markdown(sections, section_tables, Path(results_dir), class_lines, sampler_lines)
+    mini_lines += unplaced
     report.files["tables.md"] = _tables_markdown(report.tables, mini_lines).encode()
     if with_plots:
         _plots(report, records, paper, Path(results_dir), Path(runs_dir or "runs"))

@@ -176,7 +176,8 @@ def _figures(section: Section, results_dir: Path) -> list[str]:
 def section_markdown(
     section: Section, tables: list[Table], results_dir: Path, samplers: list[str] | None = None
 ) -> list[str]:
-    """`samplers`: the other samplers' table and paragraph (mini_samplers.markdown), after the orderings."""
+    """`samplers`: the sampler blocks after the orderings: the other samplers' table and paragraph
+    (mini_samplers.markdown), then the sampler floor's (mini_floor.markdown)."""
     lines = ["", f"### {section.dataset}, {section.res} px", "", render.markdown(tables[0], level=4).rstrip("\n")]
     lines += ["", *paragraph(section), *(["", *samplers] if samplers else []), "", *_figures(section, results_dir)]
     if len(tables) == 1:
@@ -194,7 +195,7 @@ def markdown(
     sampler_lines: dict[str, list[str]] | None = None,
 ) -> list[str]:
     """The whole mini-benchmark section of tables.md (lines); `class_lines`: its class-conditional subsections;
-    `sampler_lines`: per section tag, its other samplers' table and paragraph."""
+    `sampler_lines`: per section tag, its sampler blocks (see section_markdown)."""
     lines = ["", "## Mini benchmark (one GPU)", ""]
     if not sections and not class_lines:
         return [*lines, NO_RECORDS]
