@@ -50,12 +50,15 @@ def test_floor_table_rows_are_samplers_columns_runs(floor_results: Path) -> None
 def test_floor_paragraph_compares_lapflow_with_lfm_from_the_numbers(floor_results: Path) -> None:
     (section,) = mini_floor.collect(load_results(floor_results))
     lines = mini_floor.paragraph(section)
-    frechet = section.values("floor_frechet")
-    own = f"{frechet[('lapflow', 'euler:50')]:.3f}"
-    assert own in lines[0] and "euler:50" in lines[0]
+    frechet, extras = section.values("floor_frechet"), section.extras()
+    own = f"LapFlow {frechet[('lapflow', 'euler:50')]:.3f}"
+    assert own in lines[0] and "(euler:50)" in lines[0]
+    assert f"fine band keeps {100 * extras[('lapflow', 'euler:50')]['bands']['fine']:.1f}%" in lines[0]
     more = frechet[("lapflow", "euler:50")] > frechet[("lfm", "euler:50")]
-    assert ("LapFlow pays more of it" in lines[0]) == more
-    assert "heun:25" in lines[1]  # the best other sampler for LapFlow of these
+    assert ("larger for LapFlow" in lines[0]) == more and ("no larger for LapFlow" in lines[0]) != more
+    # heun:25 samples with the preset's NFE (50): the equal-cost comparison; euler:10 does not.
+    assert lines[1].startswith("- At the same NFE, heun:25 leaves LapFlow")
+    assert not any("euler:10 leaves" in line for line in lines)
 
 
 def test_no_floor_records_no_section(tmp_path: Path) -> None:
