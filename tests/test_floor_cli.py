@@ -72,11 +72,23 @@ def test_floor_records_per_run_sampler_and_metric(tmp_path: Path) -> None:
     assert "lapflow euler:50: Frechet" in result.output
 
 
+def test_each_run_takes_the_entries_of_its_kind_of_solver(tmp_path: Path) -> None:
+    """DiT's floor is its DDPM chain (the preset's 50 steps) and DDIM; the flow run skips ddim, DiT skips heun."""
+    carry, out = latent_carry(tmp_path), tmp_path / "results"
+    args = ["reproduce", "mini-floor", "--carry", carry, "--models", "dit,lfm", "--samplers", "ddim:20,heun:10"]
+    result = runner.invoke(app, [str(a) for a in [*args, "--out", out]])
+    assert result.exit_code == 0, result.output
+    pairs = {(r.extra["run"], r.extra["sampler"]) for r in load_records(out)}
+    assert pairs == {("dit", "ddpm:50"), ("dit", "ddim:20"), ("lfm", "euler:50"), ("lfm", "heun:10")}
+    dit = {r.extra["sampler"]: r for r in load_records(out) if r.extra["run"] == "dit" and r.metric == "floor_variance"}
+    assert dit["ddpm:50"].extra["nfe"] == 50 and dit["ddpm:50"].extra["preset_sampler"]
+    assert 0.9 < dit["ddpm:50"].value < 1.1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--models", "dit"], "No exact network for dit (dit)"),
-        (["--samplers", "ddpm:10"], "not ddpm:10"),
+        (["--samplers", "euler:0"], "needs at least one step"),
         (["--samplers", "dopri5:10"], "dopri5 adapts its steps"),
         (["--models", "lapflow-nope"], "Unknown mini benchmark model"),
     ],

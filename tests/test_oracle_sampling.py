@@ -101,7 +101,9 @@ def test_fit_gaussian_and_one_time() -> None:
 
 def test_exact_networks_refuse_what_they_do_not_model() -> None:
     mu, sigma = gaussian_data(32, seed=0)
-    with pytest.raises(BenchError, match="No exact network for the family 'dit'"):
+    with pytest.raises(BenchError, match="No exact network for the family 'toy'"):
+        install_exact_network("toy", build_lfm(LFMConfig(backbone=TINY), (2, 4, 4)), mu, sigma)
+    with pytest.raises(BenchError, match="DiT's exact network needs the sampling spec"):
         install_exact_network("dit", build_dit(DiTConfig(backbone=TINY), (2, 4, 4)), mu, sigma)
     conditional = build_lfm(LFMConfig(backbone=TINY), (2, 4, 4), num_classes=10)
     with pytest.raises(BenchError, match="unconditional"):
@@ -173,53 +175,54 @@ def test_floor_of_an_exact_sampler_is_zero() -> None:
 # DiT: DDPM's ancestral sampler with the exact noise prediction and the VLB-optimal learned variance
 
 
-class DiTOracle(nn.Module):
-    """For data with independent coordinates x_i ~ N(mu_i, v_i), every conditional of the respaced chain is exact
-    Gaussian and per coordinate: eps_hat = E[eps | x_t] and, as the variance output, the interpolation value whose
-    variance is the true Var(x_{t-1} | x_t) = var_{t-1} beta'_t / var_t (var_t = abar_t v + 1 - abar_t), the optimum
-    of the VLB. DDPM's last step returns the predicted x_0 without noise."""
+def dit_model(steps: int, seed: int, diagonal: bool) -> tuple[nn.Module, Tensor, Tensor, object]:
+    shape = (2, 4, 4)
+    mu, sigma = gaussian_data(math.prod(shape), seed=seed, diagonal=diagonal)
+    model = build_dit(DiTConfig(backbone=TINY), shape)
+    install_exact_network("dit", model, mu, sigma, SampleSpec(solver="ddpm", steps=steps))
+    return model, mu, sigma, model.sampling_process(steps)
 
-    def __init__(self, process: object, mu: Tensor, variances: Tensor, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.mu, self.v, self.shape = mu.view(1, *shape), variances.view(1, *shape), shape
-        self.timesteps = list(process.timestep_map)
-        self.abar = torch.tensor(process.alphas_cumprod, dtype=F64)
-        self.beta = torch.tensor(process.betas, dtype=F64)
-        self.min_log = torch.tensor(process.posterior_log_variance_clipped, dtype=F64)
-        self.anchor = nn.Parameter(torch.zeros(()))  # the model reads its device from its parameters
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        i = self.timesteps.index(int(one_time(t)))
-        abar = self.abar[i]
-        var = abar * self.v + 1 - abar
-        eps = (1 - abar).sqrt() * (x.double() - abar.sqrt() * self.mu) / var
-        if i == 0:  # no noise follows the last step: any variance value
-            values = torch.zeros_like(eps)
-        else:
-            prev = self.abar[i - 1]
-            true_log = torch.log((prev * self.v + 1 - prev) * self.beta[i] / var)
-            frac = (true_log - self.min_log[i]) / (torch.log(self.beta[i]) - self.min_log[i])
-            values = (2 * frac - 1).expand_as(eps)
-        return torch.cat([eps, values], dim=1).to(x.dtype)
+def start_gain(process: object, eigenvalues: Tensor) -> Tensor:
+    """Per eigenvalue l of Sigma, E[out | x_T] - E[out] per unit of x_T in the exact chain: Cov(out, x_T) / Var(x_T)
+    = sqrt(abar_T) l / (abar_T l + 1 - abar_T) (every step's map is diagonal in Sigma's eigenbasis)."""
+    abar_t = float(process.alphas_cumprod[-1])
+    return abar_t**0.5 * eigenvalues / (abar_t * eigenvalues + 1 - abar_t)
 
 
 @pytest.mark.parametrize("steps", [10, 50])
 def test_dit_exact_network_samples_the_data(steps: int) -> None:
-    """Exact up to DDPM's own two approximations, both in closed form: the last step's denoising (Var E[x_0 | x_0'] =
-    abar_0 v^2 / var_0) and the start N(0, I) in place of the chain's last marginal N(sqrt(abar_T) mu, var_T), which
-    leaves the output's dependence on x_T, Cov(out, x_T) = sqrt(abar_T) v, acting on a shifted, rescaled start."""
-    shape = (2, 4, 4)
-    dim = math.prod(shape)
-    mu, sigma = gaussian_data(dim, seed=20, diagonal=True)
-    model = build_dit(DiTConfig(backbone=TINY), shape).eval()
-    process = model.sampling_process(steps)
-    model.net = DiTOracle(process, mu, sigma.diagonal(), shape)
-    mean, cov, nfe = sampler_law(model, SampleSpec(solver="ddpm", steps=steps), shape)
+    """Independent coordinates: every reverse conditional of the respaced chain is exact, so the law is the data's up
+    to DDPM's own two approximations, both in closed form: the last step's denoising (Var E[x_0 | x_0'] = abar_0 v^2
+    / var_0) and the start N(0, I) in place of the chain's last marginal N(sqrt(abar_T) mu, var_T), which the
+    output's dependence on x_T (start_gain) carries through."""
+    model, mu, sigma, process = dit_model(steps, seed=20, diagonal=True)
+    mean, cov, nfe = sampler_law(model, SampleSpec(solver="ddpm", steps=steps), (2, 4, 4))
     assert nfe == steps
     v, abar0, abar_t = sigma.diagonal(), float(process.alphas_cumprod[0]), float(process.alphas_cumprod[-1])
-    var_t = abar_t * v + 1 - abar_t
-    gain = abar_t**0.5 * v / var_t  # E[out | x_T] - E[out] per unit of x_T
+    gain = start_gain(process, v)
     expected_mean = mu - gain * abar_t**0.5 * mu
-    expected_var = abar0 * v**2 / (abar0 * v + 1 - abar0) - gain**2 * (var_t - 1)
+    expected_var = abar0 * v**2 / (abar0 * v + 1 - abar0) - gain**2 * (abar_t * (v - 1))
     assert (expected_var - v).abs().max() < 1e-3 and (expected_mean - mu).abs().max() < 1e-4  # both are small
     assert_law(mean, cov, expected_mean, torch.diag(expected_var), atol=3e-6)
+
+
+def test_dit_exact_network_with_correlated_data() -> None:
+    """Correlated coordinates: the exact noise prediction keeps the mean exact (the same start correction, now in
+    Sigma's eigenbasis), while a per-coordinate variance cannot draw the correlated reverse noise exactly: the
+    spread comes out close to the data's, not equal to it (the DiT floor of bench.oracles.floor)."""
+    model, mu, sigma, process = dit_model(50, seed=21, diagonal=False)
+    mean, cov, _ = sampler_law(model, SampleSpec(solver="ddpm", steps=50), (2, 4, 4))
+    lam, u = torch.linalg.eigh(sigma)
+    expected_mean = mu - u @ (start_gain(process, lam) * (u.T @ mu)) * float(process.alphas_cumprod[-1]) ** 0.5
+    assert (mean - expected_mean).abs().max() < 3e-6
+    assert 0.98 < float(cov.trace() / sigma.trace()) < 1.02 and (cov - sigma).abs().max() > 1e-3
+
+
+def test_dit_ddim_with_the_exact_network_converges() -> None:
+    model, mu, sigma, _ = dit_model(10, seed=22, diagonal=False)
+    floors = []
+    for steps in (10, 40):
+        install_exact_network("dit", model, mu, sigma, SampleSpec(solver="ddim", steps=steps))
+        floors.append(sampler_floor(model, SampleSpec(solver="ddim", steps=steps), mu, sigma))
+    assert floors[0].frechet > floors[1].frechet and floors[1].nfe == 40

@@ -57,7 +57,9 @@ def test_floor_paragraph_compares_lapflow_with_lfm_from_the_numbers(floor_result
     more = frechet[("lapflow", "euler:50")] > frechet[("lfm", "euler:50")]
     assert ("larger for LapFlow" in lines[0]) == more and ("no larger for LapFlow" in lines[0]) != more
     # heun:25 samples with the preset's NFE (50): the equal-cost comparison; euler:10 does not.
-    assert lines[1].startswith("- At the same NFE, heun:25 leaves LapFlow")
+    assert lines[1].startswith("- The other headline runs at their own samplers: pyramidal-flow ")
+    assert f"{frechet[('pyramidal-flow', 'euler:50')]:.3f} at euler:50" in lines[1]
+    assert lines[2].startswith("- At the same NFE, heun:25 leaves LapFlow")
     assert not any("euler:10 leaves" in line for line in lines)
 
 

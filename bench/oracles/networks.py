@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError
+from bench.interface import SampleSpec
 from bench.oracles.gaussian import F64, Maps, down_matrix, one_time, posterior_affine, residual_maps, up_matrix
 
 CACHED_TIMES = 4  # Heun's corrector and the next step's predictor evaluate at the same time: its gain once
@@ -123,16 +124,63 @@ class PyramidalOracle(ExactNetwork):
         return self.velocity(key, x.flatten(1)).reshape(x.shape).to(x.dtype)
 
 
-ORACLES: dict[str, type[ExactNetwork]] = {"lfm": LFMOracle, "lapflow": LapFlowOracle, "pyramidal-flow": PyramidalOracle}
+class DiTOracle(ExactNetwork):
+    """DDPM's exact network for x ~ N(mu, Sigma) on the chain it samples (a respaced one): eps_hat = E[eps | x_t] and,
+    as the variance output, per coordinate the interpolation value whose variance is the diagonal of the true
+    Cov(x_{t-1} | x_t), the optimum of the VLB for a per-coordinate variance. In Sigma's eigenbasis (eigenvalues l)
+    every chain marginal is diagonal: s_t = abar_t l + 1 - abar_t, and Cov(x_{t-1} | x_t) has eigenvalues
+    s_{t-1} beta'_t / s_t. The network is conditioned on the original chain's timestep; `process` maps it back."""
+
+    def __init__(self, model: nn.Module, mu: Tensor, sigma: Tensor, process: object) -> None:
+        super().__init__(mu, sigma)
+        self.timesteps = list(process.timestep_map)
+        self.abar = torch.tensor(process.alphas_cumprod, dtype=F64)
+        self.beta = torch.tensor(process.betas, dtype=F64)
+        self.min_log = torch.tensor(process.posterior_log_variance_clipped, dtype=F64)
+        self.eigvals, self.eigvecs = torch.linalg.eigh(sigma)
+        self.shape = tuple(model.latent_shape)
+        self.anchor = nn.Parameter(torch.zeros(()))  # the model reads its device from its parameters
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        i = self.timesteps.index(int(one_time(t)))
+        abar, u, lam = self.abar[i], self.eigvecs, self.eigvals
+        s_t = abar * lam + 1 - abar
+        z = x.flatten(1).to(F64) - abar.sqrt() * self.mu
+        eps = (1 - abar).sqrt() * ((z @ u) / s_t) @ u.T
+        if i == 0:  # no noise follows the last step: any variance value
+            values = torch.zeros_like(eps)
+        else:
+            prev = self.abar[i - 1]
+            s_prev = prev * lam + 1 - prev
+            variance = (u**2) @ (s_prev * self.beta[i] / s_t)  # diag of U diag(c) U^T
+            frac = (variance.log() - self.min_log[i]) / (self.beta[i].log() - self.min_log[i])
+            values = (2 * frac - 1).expand_as(eps)
+        out = torch.cat([eps.reshape(-1, *self.shape), values.reshape(-1, *self.shape)], dim=1)
+        return out.to(x.dtype)
 
 
-def install_exact_network(family: str, model: nn.Module, mu: Tensor, sigma: Tensor) -> nn.Module:
-    """Replace model.net by the family's exact network for N(mu, Sigma) (flattened latents); returns the model."""
+ORACLES: dict[str, type[ExactNetwork]] = {
+    "lfm": LFMOracle,
+    "lapflow": LapFlowOracle,
+    "pyramidal-flow": PyramidalOracle,
+    "dit": DiTOracle,
+}
+
+
+def install_exact_network(
+    family: str, model: nn.Module, mu: Tensor, sigma: Tensor, spec: SampleSpec | None = None
+) -> nn.Module:
+    """Replace model.net by the family's exact network for N(mu, Sigma) (flattened latents); returns the model.
+    DiT's depends on the chain it samples, hence on the sampling spec's steps."""
     if family not in ORACLES:
-        raise BenchError(
-            f"No exact network for the family '{family}'; the flow families have one: {', '.join(ORACLES)}."
-        )
+        raise BenchError(f"No exact network for the family '{family}'; these have one: {', '.join(ORACLES)}.")
     if getattr(model, "num_classes", 0):
         raise BenchError("The exact networks are for unconditional models; this one is class-conditional.")
-    model.net = ORACLES[family](model, mu.to(F64), sigma.to(F64))
+    mu, sigma = mu.to(F64), sigma.to(F64)
+    if family == "dit":
+        if spec is None:
+            raise BenchError("DiT's exact network needs the sampling spec (its respaced chain).")
+        model.net = DiTOracle(model, mu, sigma, model.sampling_process(spec.steps))
+    else:
+        model.net = ORACLES[family](model, mu, sigma)
     return model.eval()

@@ -14,6 +14,7 @@ from bench.errors import BenchError
 from bench.oracles.floor import Floor, sampler_floor
 from bench.oracles.gaussian import fit_gaussian
 from bench.oracles.networks import ORACLES, install_exact_network
+from bench.reproduce.samplers import Sampler
 from bench.results import Record, run_record, write_record
 from models.sizes import BackboneConfig
 
@@ -48,31 +49,26 @@ def carry_latents(cfg: RunConfig) -> torch.Tensor:
 def run_floors(
     runs: dict[str, str],
     data_overrides: dict,
-    samplers: list[Callable[[RunConfig], RunConfig]],
+    samplers: tuple[Sampler, ...],
     out: Path,
     subdir: str,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """For each run (name -> preset) and each sampler (a config transform; the preset's own first), two records.
-    Runs of families without an exact network are refused before anything is computed."""
+    """For each run (name -> preset): its preset's sampler, then each entry of its kind of solver (flow or
+    diffusion, as `reproduce mini --samplers`), two records each. Runs of families without an exact network are
+    refused before anything is computed."""
     configs = {name: resolve(preset=p, overrides=[{"data": data_overrides, "name": name}]) for name, p in runs.items()}
     missing = [f"{name} ({cfg.family})" for name, cfg in configs.items() if cfg.family not in ORACLES]
     if missing:
-        raise BenchError(
-            f"No exact network for {', '.join(missing)}; the floor covers the flow families ({', '.join(ORACLES)})."
-        )
+        raise BenchError(f"No exact network for {', '.join(missing)}; these families have one: {', '.join(ORACLES)}.")
     first = next(iter(configs.values()))
     latents = carry_latents(first)
     mu, sigma = fit_gaussian(latents)
     protocol = floor_protocol(first.data.dataset, first.data.res, int(latents.shape[0]))
     written: list[Path] = []
     for name, base in configs.items():
-        seen: list = []
-        for transform in samplers:
-            cfg = transform(base)
-            if cfg.sample in seen:  # an entry that is the preset's own sampler (or another entry) again
-                continue
-            seen.append(cfg.sample)
+        specs = [base] + [entry.config(base) for entry in samplers if entry.supports(base)]
+        for cfg in dict((str(c.sample), c) for c in specs).values():  # an entry that is the preset's own: once
             floor = _floor_of(cfg, tuple(latents.shape[1:]), mu, sigma)
             s = cfg.sample
             tolerances = f" (atol {s.atol:g}, rtol {s.rtol:g})" if s.solver == "dopri5" else ""
@@ -94,7 +90,7 @@ def _floor_of(cfg: RunConfig, shape: tuple[int, ...], mu: torch.Tensor, sigma: t
     # preset's config): only the sampler and the training path's constants are used.
     token = BackboneConfig(cfg.model.backbone.size, cfg.model.backbone.patch, depth=1, hidden=8, heads=2)
     model = MODELS.load(cfg.family)(dataclasses.replace(cfg.model, backbone=token), shape, 0)
-    install_exact_network(cfg.family, model, mu, sigma)
+    install_exact_network(cfg.family, model, mu, sigma, cfg.sample)
     return sampler_floor(model, cfg.sample, mu, sigma)
 
 

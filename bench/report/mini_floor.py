@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.oracles.records import FLOOR_BENCHMARK
-from bench.registry import mini_models
+from bench.registry import mini_headline_runs, mini_models
 from bench.report import render
 from bench.report.tables import MISSING, Cell, Loaded, Table, fmt_nfe
 
@@ -141,6 +141,13 @@ def paragraph(section: FloorSection) -> list[str]:
             else "no larger for LapFlow than for LFM."
         )
     ]
+    own_floors = [
+        f"{run} {frechet[key]:.3f} at {key[1]} ({100 * variance[key]:.1f}%)"
+        for key, extra in section.extras().items()
+        if (run := key[0]) in mini_headline_runs() and run not in (METHOD, REFERENCE) and extra.get("preset_sampler")
+    ]
+    if own_floors:
+        lines.append(f"- The other headline runs at their own samplers: {', '.join(sorted(own_floors))}.")
     same_cost = [s for s in samplers[1:] if nfe[(METHOD, s)] == nfe[(METHOD, own)] == nfe[(REFERENCE, s)]]
     lines += [f"- At the same NFE, {s} leaves {compare(s)}." for s in same_cost]
     if len(samplers) > 1:
