@@ -66,12 +66,20 @@ def one_time(t: Tensor) -> float:
 
 def law_of(run: Callable[[list[Tensor]], Tensor], dims: list[int]) -> tuple[Tensor, Tensor]:
     """Mean and covariance of an affine sampler `run(blocks)` whose inputs are independent N(0, I) blocks of the
-    given sizes: the batch holds 0 and every unit vector of every block, so the law is exact (no Monte Carlo)."""
-    total = sum(dims)
-    basis = torch.cat([torch.zeros(1, total, dtype=F64), torch.eye(total, dtype=F64)])
-    out = run(list(basis.split(dims, dim=1))).flatten(1).to(F64)
-    columns = out[1:] - out[:1]
-    return out[0], columns.T @ columns
+    given sizes, exactly (no Monte Carlo): out = m + sum_j A_j z_j, so one batch per block, holding 0 and that
+    block's unit vectors (the other blocks 0), gives m and A_j, and Cov = sum_j A_j A_j^T. Per block, not all at
+    once: a sampler that draws fresh noise every step (DDPM) has steps x latent-size inputs."""
+    mean, cov = None, None
+    for j, dim in enumerate(dims):
+        rows = 1 + dim
+        blocks = [torch.zeros(rows, d, dtype=F64) for d in dims]
+        blocks[j] = torch.cat([torch.zeros(1, dim, dtype=F64), torch.eye(dim, dtype=F64)])
+        out = run(blocks).flatten(1).to(F64)
+        columns = out[1:] - out[:1]
+        mean = out[0] if mean is None else mean
+        cov = columns.T @ columns if cov is None else cov + columns.T @ columns
+    assert mean is not None and cov is not None, "law_of needs at least one input block"
+    return mean, cov
 
 
 class FixedNoise:
