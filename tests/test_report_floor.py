@@ -80,3 +80,16 @@ def test_the_floor_sits_in_its_mini_section_after_the_orderings(floor_results: P
     section = text.index("### celebahq, 128 px")
     orderings, floor = text.index("**The paper's orderings", section), text.index("Sampler floor, celebahq 128 px")
     assert section < orderings < floor < text.index("![FID vs", section)
+
+
+def test_runs_of_other_solver_kinds_leave_gaps(tmp_path: Path) -> None:
+    carry, out = latent_carry(tmp_path), tmp_path / "results"
+    args = ["reproduce", "mini-floor", "--carry", carry, "--models", "lfm,dit", "--samplers", "ddim:10,heun:5"]
+    assert runner.invoke(app, [str(a) for a in [*args, "--out", out]]).exit_code == 0
+    (section,) = mini_floor.collect(load_results(out))
+    table = mini_floor.floor_table(section)
+    cells = {row[0].text: [c.text for c in row[2:]] for row in table.rows}
+    assert table.headers[2:] == ["lfm", "dit"]
+    assert cells["heun:5"][1] == cells["ddim:10"][0] == mini_floor.MISSING
+    assert cells["euler:50"][1] == cells["ddpm:50"][0] == mini_floor.MISSING
+    assert mini_floor.paragraph(section) == []  # no LapFlow run: nothing for the paragraph to compare

@@ -98,8 +98,11 @@ def floor_table(section: FloorSection) -> Table:
         row = [Cell(sampler), _nfe_cell(counts)]
         for run in runs:
             f, v = frechet.get((run, sampler)), variance.get((run, sampler))
+            if f is None or v is None:  # not this run's kind of solver, or not computed
+                row.append(Cell(MISSING))
+                continue
             own_nfe = f", NFE {fmt_nfe(nfe[(run, sampler)])}" if len(set(counts)) > 1 else ""
-            row.append(Cell(MISSING) if f is None or v is None else Cell(f"{f:.3f} ({100 * v:.1f}%{own_nfe})", f))
+            row.append(Cell(f"{f:.3f} ({100 * v:.1f}%{own_nfe})", f))
         rows.append(row)
     return Table(
         id=f"mini-floor-{section.tag}",
