@@ -72,7 +72,9 @@ def law_of(run: Callable[[list[Tensor]], Tensor], dims: list[int]) -> tuple[Tens
     mean, cov = None, None
     for j, dim in enumerate(dims):
         rows = 1 + dim
-        blocks = [torch.zeros(rows, d, dtype=F64) for d in dims]
+        # The other blocks are 0: broadcast views, materialised one at a time as the sampler draws them (a DDPM
+        # chain's 50 noise blocks at once would not fit at 256 px).
+        blocks = [torch.zeros(1, d, dtype=F64).expand(rows, d) for d in dims]
         blocks[j] = torch.cat([torch.zeros(1, dim, dtype=F64), torch.eye(dim, dtype=F64)])
         out = run(blocks).flatten(1).to(F64)
         columns = out[1:] - out[:1]
