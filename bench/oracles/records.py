@@ -16,7 +16,6 @@ from bench.oracles.gaussian import fit_gaussian
 from bench.oracles.networks import ORACLES, install_exact_network
 from bench.reproduce.samplers import Sampler
 from bench.results import Record, run_record, write_record
-from models.sizes import BackboneConfig
 
 FLOOR_BENCHMARK = "mini-floor"  # extra.benchmark: keeps these records out of the mini benchmark's FID tables
 FLOOR_METRICS = {"floor_frechet": ("frechet", ""), "floor_variance": ("variance", "fraction")}
@@ -88,7 +87,7 @@ def _floor_of(cfg: RunConfig, shape: tuple[int, ...], mu: torch.Tensor, sigma: t
 
     # The exact network replaces model.net, so the preset's backbone is built at a token size (the record keeps the
     # preset's config): only the sampler and the training path's constants are used.
-    token = BackboneConfig(cfg.model.backbone.size, cfg.model.backbone.patch, depth=1, hidden=8, heads=2)
+    token = dataclasses.replace(cfg.model.backbone, depth=1, hidden=8, heads=2)
     model = MODELS.load(cfg.family)(dataclasses.replace(cfg.model, backbone=token), shape, 0)
     install_exact_network(cfg.family, model, mu, sigma, cfg.sample)
     return sampler_floor(model, cfg.sample, mu, sigma)
