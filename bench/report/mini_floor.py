@@ -82,7 +82,8 @@ NOTES = (
     "nothing left to learn. Cell: the Frechet distance in latent space between that Gaussian and the law of the "
     "samples (0 = exact), and in brackets the fraction of its variance the samples keep (< 100%: too little "
     "variety). NFE per sample: counted; where it differs between runs (dopri5 adapts its steps), each cell gives "
-    "its run's.",
+    "its run's (with several input blocks, Pyramidal Flow's jump noise, the largest of their batches': dopri5's "
+    "law then holds to within its tolerance).",
     "A second-order model of the latents: it prices the sampler's discretisation on the data's spread, not on its "
     "shapes, and is not an FID. Runs that differ only in what is learnt (mask, time-embedding scale, learning "
     "rate) have their family's floor: the exact network does not depend on them.",
