@@ -14,7 +14,7 @@ from bench.errors import BenchError
 from bench.oracles.floor import Floor, sampler_floor
 from bench.oracles.gaussian import fit_gaussian
 from bench.oracles.networks import ORACLES, install_exact_network
-from bench.reproduce.samplers import Sampler
+from bench.reproduce.samplers import Sampler, default_name
 from bench.results import Record, run_record, write_record
 
 FLOOR_BENCHMARK = "mini-floor"  # extra.benchmark: keeps these records out of the mini benchmark's FID tables
@@ -72,7 +72,7 @@ def run_floors(
             s = cfg.sample
             tolerances = f" (atol {s.atol:g}, rtol {s.rtol:g})" if s.solver == "dopri5" else ""
             log(
-                f"{name} {_sampler_text(cfg)}{tolerances}: Frechet {floor.frechet:.4f}, "
+                f"{name} {default_name(cfg)}{tolerances}: Frechet {floor.frechet:.4f}, "
                 f"variance kept {floor.variance:.4f} (coarse {floor.bands['coarse']:.4f}, "
                 f"fine {floor.bands['fine']:.4f}), NFE {floor.nfe}"
             )
@@ -93,14 +93,6 @@ def _floor_of(cfg: RunConfig, shape: tuple[int, ...], mu: torch.Tensor, sigma: t
     return sampler_floor(model, cfg.sample, mu, sigma)
 
 
-def _sampler_text(cfg: RunConfig) -> str:
-    """The sampler as `reproduce mini --samplers` names it in its records ('euler:50', 'dopri5'): one convention, so
-    floor rows and trained runs' rows join; dopri5's tolerances are in the record's sampling spec."""
-    from bench.reproduce.samplers import default_name
-
-    return default_name(cfg)
-
-
 def floor_records(
     cfg: RunConfig, run: str, floor: Floor, protocol: dict, data_trace: float, preset_sampler: bool
 ) -> list[Record]:
@@ -109,7 +101,7 @@ def floor_records(
     extra = {
         "benchmark": FLOOR_BENCHMARK,
         "run": run,
-        "sampler": _sampler_text(cfg),
+        "sampler": default_name(cfg),
         "preset_sampler": preset_sampler,  # the sampler the run's mini records are scored with
         "nfe": floor.nfe,
         "frechet": floor.frechet,
