@@ -101,7 +101,7 @@ def floor_records(
     extra = {
         "benchmark": FLOOR_BENCHMARK,
         "run": run,
-        "sampler": default_name(cfg),
+        "sampler": default_name(cfg),  # as `reproduce mini --samplers` names it: floor rows join trained ones
         "preset_sampler": preset_sampler,  # the sampler the run's mini records are scored with
         "nfe": floor.nfe,
         "frechet": floor.frechet,
