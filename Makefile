@@ -7,11 +7,15 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint setup report clean
 
 $(STAMP): pyproject.toml
+	# torch's CUDA build with its libraries is ~6.2 GiB in the venv: say so before pip fails half-way on a full disk.
+	test -d $(VENV) || $(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('$(dir $(abspath $(VENV)))').free / 2**30; \
+	sys.exit(0 if free >= 6.0 else f'make: $(VENV) needs about 6.2 GiB of disk (torch with its CUDA libraries) and only {free:.1f} GiB is free there; free some or set VENV to a folder on a larger disk.')"
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --no-cache-dir --upgrade pip
 	# torch/torchvision first, pinned to the builds that lie on this machine's disk (no other torch build is pulled).
-	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -q -e ".[dev]"
+	# --no-cache-dir: pip's cache would hold a second copy of every download on the same disk.
+	$(BIN)/pip install -q --no-cache-dir "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -q --no-cache-dir -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
