@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	# torch's CUDA build with its libraries is ~6.2 GiB in the venv: say so before pip fails half-way on a full disk.
-	test -d $(VENV) || $(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('$(dir $(abspath $(VENV)))').free / 2**30; \
+	@test -d $(VENV) || $(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('$(dir $(abspath $(VENV)))').free / 2**30; \
 	sys.exit(0 if free >= 6.0 else f'make: $(VENV) needs about 6.2 GiB of disk (torch with its CUDA libraries) and only {free:.1f} GiB is free there; free some or set VENV to a folder on a larger disk.')"
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --no-cache-dir --upgrade pip
