@@ -55,7 +55,7 @@ def test_floor_paragraph_compares_lapflow_with_lfm_from_the_numbers(floor_result
     assert own in lines[0] and "(euler:50)" in lines[0]
     assert f"fine band keeps {100 * extras[('lapflow', 'euler:50')]['bands']['fine']:.1f}%" in lines[0]
     more = frechet[("lapflow", "euler:50")] > frechet[("lfm", "euler:50")]
-    assert ("larger for LapFlow" in lines[0]) == more and ("no larger for LapFlow" in lines[0]) != more
+    assert ("costs LapFlow more than LFM" in lines[0]) == more and ("LapFlow no more than LFM" in lines[0]) != more
     # heun:25 samples with the preset's NFE (50): the equal-cost comparison; euler:10 does not.
     assert lines[1].startswith("- The other headline runs at their own samplers: pyramidal-flow ")
     assert f"{frechet[('pyramidal-flow', 'euler:50')]:.3f} at euler:50" in lines[1]

@@ -107,6 +107,18 @@ def test_the_paragraph_says_whether_each_ordering_changes_with_the_sampler(repor
     assert "- Not scored with another sampler for both runs: LFM < Pyramidal Flow, mask causal < none" in text
 
 
+def test_the_paragraph_gives_each_runs_fid_change_from_the_default_sampler(reports) -> None:
+    _, both = reports
+    (line,) = [x for x in both.files["tables.md"].decode().splitlines() if x.startswith("- FID change from")]
+    # the fixture's Euler-50 FIDs at the last point: lapflow 20 and 22, lfm 30 and 31 (seeds 0 and 1)
+    lapflow_dopri5 = (DOPRI5[("lapflow", 0)] - 20 + DOPRI5[("lapflow", 1)] - 22) / 2  # -2.50
+    lfm_euler100 = (EULER100[("lfm", 0)] - 30 + EULER100[("lfm", 1)] - 31) / 2  # -7.00
+    assert line == (
+        f"- FID change from the default sampler at the same points: lapflow (2 seeds) dopri5 {lapflow_dopri5:+.2f}, "
+        f"euler:100 +4.50; lfm (2 seeds) dopri5 +1.00, euler:100 {lfm_euler100:+.2f}."
+    )
+
+
 def test_one_seed_measures_the_change_against_the_bootstrap_std(tmp_path: Path) -> None:
     write_run(tmp_path, "lapflow", 0, [40, 30], boot=ONE)
     write_run(tmp_path, "lfm", 0, [35, 25], boot=ONE)

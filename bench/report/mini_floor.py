@@ -137,12 +137,12 @@ def paragraph(section: FloorSection) -> list[str]:
     coarse = f"{100 * bands[(METHOD, own)]['coarse']:.1f}% against {100 * bands[(REFERENCE, own)]['coarse']:.1f}%"
     lines = [
         f"- With exact networks the benchmark's sampler ({own}) leaves {compare(own)}; the fine band keeps {fine}, "
-        f"the coarse band {coarse}. The trained runs' FIDs carry a discretisation cost of this kind, "
+        f"the coarse band {coarse}: the sampler alone costs "
         + (
-            "larger for LapFlow, whose finest scale runs from noise to data inside its last segment, with that "
+            "LapFlow more than LFM, as its finest scale runs from noise to data inside its last segment, with that "
             "segment's share of the steps."
             if frechet[(METHOD, own)] > frechet[(REFERENCE, own)]
-            else "no larger for LapFlow than for LFM."
+            else "LapFlow no more than LFM."
         )
     ]
     own_floors = [
@@ -156,8 +156,8 @@ def paragraph(section: FloorSection) -> list[str]:
     lines += [f"- At the same NFE, {s} leaves {compare(s)}." for s in same_cost]
     if len(samplers) > 1:
         lines.append(
-            "- `bench reproduce mini --samplers` scores trained runs with other samplers beside the default: the "
-            "measurement that says how much of the FID gap the sampler explains."
+            "- A floor is not a trained run's FID: whether this cost reaches FID is measured on trained runs by "
+            "`bench reproduce mini --samplers` (the table of other samplers, where scored)."
         )
     return lines
 

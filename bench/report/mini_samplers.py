@@ -173,6 +173,26 @@ def _line(section: Section, default: Section, ordering: Ordering) -> str | None:
     return f"- {ordering.what} ({where} images): {'; '.join(clauses)}: {end}."
 
 
+def _changes(section: Section, default: Section) -> str | None:
+    """Per run, each other sampler's FID minus the default's at the same points, the mean over those points."""
+    parts = []
+    for name in _run_order(set(default.runs)):
+        base, changes, seeds = default.runs[name], [], set()
+        for sampler, sub in section.samplers.items():
+            pairs = [
+                (seed, metrics["fid"].record.value, base.points[seed][images]["fid"].record.value)
+                for seed, pts in (sub.runs[name].points.items() if name in sub.runs else [])
+                for images, metrics in pts.items()
+                if "fid" in metrics and "fid" in base.points.get(seed, {}).get(images, {})
+            ]
+            if pairs:
+                changes.append(f"{sampler} {_signed(sum(a - b for _, a, b in pairs) / len(pairs))}")
+                seeds |= {seed for seed, _, _ in pairs}
+        if changes:
+            parts.append(f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)}) {', '.join(changes)}")
+    return f"- FID change from the default sampler at the same points: {'; '.join(parts)}." if parts else None
+
+
 def paragraph(section: Section) -> list[str]:
     """Whether each of the paper's orderings changes with the sampler (Markdown lines)."""
     default = restricted(section, scored_points(section))
@@ -184,6 +204,8 @@ def paragraph(section: Section) -> list[str]:
         "one point share its network and seeds, so a change carries less noise than that spread.",
         "",
     ]
+    changes = _changes(section, default)
+    lines += [changes] if changes else []
     unmeasured = []
     for ordering in orderings():
         line = _line(section, default, ordering)
