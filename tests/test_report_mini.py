@@ -47,10 +47,11 @@ ONE = 1 / 1.645  # a bootstrap std whose 90% interval is +- 1
 def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float | None = None,
               res: int = 128, protocol: str | None = None, metric: str = "fid", upto: int = len(IMAGES),
               created: str = "2026-12-01T00:00:00+00:00", sampler: str | None = None,
-              nfe: float = 50) -> None:  # fmt: skip
+              nfe: float = 50, train: dict | None = None) -> None:  # fmt: skip
     """One seed of one run: its metrics at the last len(fids) points of IMAGES[:upto] (its budget; bootstrap std
     `boot` at the final one; its percentiles sit above the FID, as resampling with replacement does to FID).
-    `sampler` ('dopri5', 'euler:100'): records of `bench reproduce mini --samplers` with that NFE per sample."""
+    `sampler` ('dopri5', 'euler:100'): records of `bench reproduce mini --samplers` with that NFE per sample.
+    `train`: the records' training-path fields (bench.reproduce.scorer.compile_state) in place of compile: true."""
     family = FAMILY.get(run, "lapflow")
     tag = f"celebahq{res}"
     for point, fid in enumerate(fids):
@@ -67,7 +68,7 @@ def write_run(results: Path, run: str, seed: int, fids: list[float], boot: float
             "gpu_seconds": GPU_SECONDS[IMAGES.index(images)] + seed,
             "steps": images // 256,
             "loss": 0.5,
-            "compile": True,
+            **({"compile": True} if train is None else train),
         }
         sampling = {"solver": "euler", "steps": 50, "nfe": 50}
         if sampler is not None:

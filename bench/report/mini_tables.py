@@ -5,12 +5,14 @@ ablation axis (bench.registry.mini_ablations)."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 
 from bench.registry import mini_ablations, mini_headline_runs
 from bench.report.mini import KNEE_CHANGE, Run, Section, bootstrap_interval, knee, tiers
 from bench.report.select import method_label
 from bench.report.tables import MISSING, Cell, Footnotes, Table, fmt_sig
+from bench.train_step import GRAPH_MODES
 
 AXIS_TITLES = {
     "mask": "attention mask",
@@ -22,6 +24,8 @@ AXIS_TITLES = {
     "positions": "positional codes across scales (LapFlow)",
 }
 NOT_RUN = "not run"
+TRAIN_PATHS = ("eager", "compiled", "graphs")  # train_path's names, in the order a mixed row lists them
+NOT_RECORDED = "not recorded"
 
 
 # Table columns: (header for a section, cell of a run at its final point).
@@ -55,9 +59,23 @@ def _bootstrap_cell(section: Section, run: Run, final: int, notes: Footnotes) ->
     return Cell("; ".join(texts)) if texts else Cell(MISSING)
 
 
-def _extra_values(run: Run, final: int, key: str, metric: str = "fid") -> list[float]:
+def _final_extras(run: Run, final: int, metric: str = "fid") -> list[dict]:
+    """Each seed's record extras at `final`: its `metric` record (without any: any record of each seed there)."""
     items = run.records(metric, final) or [next(iter(run.points[s][final].values())) for s in run.seeds]
-    return [float(v) for v in (i.record.extra.get(key) for i in items) if isinstance(v, int | float)]
+    return [i.record.extra for i in items]
+
+
+def _extra_values(run: Run, final: int, key: str, metric: str = "fid") -> list[float]:
+    return [float(v) for v in (e.get(key) for e in _final_extras(run, final, metric)) if isinstance(v, int | float)]
+
+
+def train_path(extra: dict) -> str:
+    """How a record's seed trained (bench.reproduce.scorer.compile_state): eager (extra.compile false or absent, as
+    before session 5 and after a compile fallback), graphs (a CUDA-graph mode, bench.train_step.GRAPH_MODES, that
+    applied: no compile_note) or compiled (torch.compile without CUDA graphs)."""
+    if not extra.get("compile"):
+        return "eager"
+    return "graphs" if extra.get("compile_mode") in GRAPH_MODES and "compile_note" not in extra else "compiled"
 
 
 def _kid_std_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
@@ -68,6 +86,30 @@ def _kid_std_cell(section: Section, run: Run, final: int, notes: Footnotes) -> C
 def _gpu_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
     values = _extra_values(run, final, "gpu_seconds")
     return Cell(f"{math.fsum(values) / len(values):.0f}", math.fsum(values) / len(values)) if values else Cell(MISSING)
+
+
+def _path_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
+    counts = Counter(train_path(e) for e in _final_extras(run, final))
+    if len(counts) == 1:
+        return Cell(next(iter(counts)))
+    return Cell(", ".join(f"{p} x{counts[p]}" for p in TRAIN_PATHS if p in counts)) if counts else Cell(MISSING)
+
+
+def _compile_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
+    """Mean over seeds of compile_stats.compile_seconds, an eager seed counting 0; `-` (value 0) when none compiled."""
+    extras = _final_extras(run, final)
+    compiled = [e for e in extras if train_path(e) != "eager"]
+    if not compiled:
+        return Cell(MISSING, 0.0) if extras else Cell(MISSING)
+    seconds = [(e.get("compile_stats") or {}).get("compile_seconds") for e in compiled]
+    if not all(isinstance(s, int | float) for s in seconds):
+        mark = (
+            "Not recorded: a compiled seed's record has no extra.compile_stats (records before 9d44e27 wrote none); "
+            "its GPU s include its compile all the same."
+        )
+        return Cell(NOT_RECORDED, None, (notes.mark(mark),))
+    mean = math.fsum(seconds) / len(extras)
+    return Cell(f"{mean:.0f}", mean)
 
 
 def _nfe_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
@@ -84,7 +126,7 @@ def _fid(value: float) -> str:
     return f"{value:.2f}"
 
 
-ALWAYS = ("seeds", "images", "gpu", "nfe", "knee")  # columns shown whichever metrics a section has
+ALWAYS = ("seeds", "images", "gpu", "path", "compile", "nfe", "knee")  # columns shown whichever metrics a section has
 NEEDS = {"fid_std": "fid", "fid_boot": "fid", "clean_fid_std": "clean_fid", "kid_std": "kid"}  # column -> metric
 
 
@@ -104,6 +146,8 @@ def _columns(section: Section, fields: tuple[str, ...]) -> list[tuple[str, CellF
         "memorisation": (f"Memorisation [{proto.get('memorisation')}]", _mean_cell("memorisation", _prob)),
         "images": ("Images seen", lambda s, r, f, n: Cell(str(f))),
         "gpu": ("GPU s", _gpu_cell),
+        "path": ("Training path", _path_cell),
+        "compile": ("Compile s", _compile_cell),
         "nfe": ("NFE", _nfe_cell),
         "knee": ("Knee (FID over the last doubling)", lambda s, r, f, n: Cell(knee(r))),
     }
@@ -111,7 +155,7 @@ def _columns(section: Section, fields: tuple[str, ...]) -> list[tuple[str, CellF
 
 
 HEADLINE_FIELDS = ("seeds", "fid", "fid_std", "fid_boot", "clean_fid", "clean_fid_std", "kid", "kid_std")
-HEADLINE_FIELDS += ("precision", "recall", "memorisation", "images", "gpu", "nfe", "knee")
+HEADLINE_FIELDS += ("precision", "recall", "memorisation", "images", "gpu", "path", "compile", "nfe", "knee")
 ABLATION_FIELDS = ("seeds", "fid", "fid_std", "fid_boot", "kid", "precision", "recall", "images", "knee")
 
 
@@ -131,9 +175,21 @@ def _notes(section: Section, fields: tuple[str, ...], longer: bool = False) -> l
     ]
     if "gpu" in fields:
         gpus = section.gpus()
+        compile_part = (
+            "; Compile s: that part (extra.compile_stats.compile_seconds), mean over seeds, an eager seed counting 0 "
+            "(`-`: no seed compiled)"
+        )
         notes.append(
-            "GPU s: training-loop device seconds up to the final point (compile included), mean over seeds; measured "
-            f"on {', '.join(gpus)}" + (" (not comparable across GPUs)." if len(gpus) > 1 else ".")
+            "GPU s: training-loop device seconds up to the final point, compile included, mean over seeds"
+            + (compile_part if "compile" in fields else "")
+            + f"; measured on {', '.join(gpus)}"
+            + (" (not comparable across GPUs)." if len(gpus) > 1 else ".")
+        )
+    if "path" in fields:
+        notes.append(
+            "Training path: how the row's seeds trained, with the number of seeds of each when they differ (eager: "
+            "not compiled; compiled: torch.compile without CUDA graphs; graphs: torch.compile with CUDA graphs, "
+            "compile_mode reduce-overhead)."
         )
     return notes
 
@@ -165,9 +221,10 @@ def run_table(
             final = tier.final
             body.append([*(Cell(t) for t in label), *(fn(section, tier, final, notes) for _, fn in columns)])
     headers = [*labels, *(h for h, _ in columns)]
-    align = "l" * len(labels) + "".join("l" if h.startswith(("FID 90%", "Knee")) else "r" for h, _ in columns)
+    left = ("FID 90%", "Knee", "Training path")
+    align = "l" * len(labels) + "".join("l" if h.startswith(left) else "r" for h, _ in columns)
     general = _notes(section, fields, longer)
-    if any(c.text == MISSING for row in body for c in row):
+    if any(c.text == MISSING and c.value is None for row in body for c in row):  # Compile s's `-` is a 0
         general.append("`-`: no record (or no bootstrap interval) at the final point.")
     table = Table(table_id, title, headers, body, align, general, notes.items(), used, missing)
     table.placed = list(used)
