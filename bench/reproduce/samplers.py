@@ -24,7 +24,9 @@ SOLVERS = tuple(s for kind in SOLVER_KINDS.values() for s in kind)
 ADAPTIVE = "dopri5"
 # NFE per sample assumed for dopri5 before it is measured, for the deadline: ~2x the mini sampler's 50 (the paper's
 # dopri5 takes 80-89 at 256 px, METHODS.md section 5; bf16 autocast raises it: on this CPU at random init, fp32 vs
-# bf16 took 20 vs 44 (LFM) and 28 vs 64 (LapFlow)). A guess, not measured on trained mini models.
+# bf16 took 20 vs 44 (LFM) and 28 vs 64 (LapFlow)). Measured on trained mini models (H200, bf16, 524k images,
+# session 8): 104 (LFM), 118 (LapFlow), 154 (Pyramidal Flow), their sets 31-34 s, which the deadline's
+# 100-NFE set (deadline.py: ~34 s) covers.
 DOPRI5_NFE_GUESS = 100.0
 
 
