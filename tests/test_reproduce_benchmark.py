@@ -12,6 +12,7 @@ import torch
 from bench.cli.app import app
 from bench.errors import BenchError
 from bench.reproduce.benchmark import evaluation_points
+from bench.reproduce.latent import LATENT_METRICS
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
 from tests.test_reproduce_mini import TINY, cheap_fid, fabricated_carry, invoke, needs_taesd, runner  # noqa: F401
 
@@ -70,7 +71,8 @@ def test_one_command_trains_scores_every_point_and_bundles_it(tmp_path: Path, ch
                  *sets).output  # fmt: skip
     assert "4 run(s) complete" in out
     records = load_records(results)
-    assert len(records) == 2 * 2 * POINTS * len(MINI_METRICS)  # runs x seeds x points x metrics
+    # runs x seeds x points x metrics (the Inception ones and the latent statistics)
+    assert len(records) == 2 * 2 * POINTS * (len(MINI_METRICS) + len(LATENT_METRICS))
     folder = results / "mini" / "celebahq64"
     assert {p.parent for p in folder.glob("*.json")} == {folder}
     by_key = {(r.extra["run"], r.extra["train_seed"], r.extra["point"], r.metric): r for r in records}
@@ -86,7 +88,13 @@ def test_one_command_trains_scores_every_point_and_bundles_it(tmp_path: Path, ch
     assert 0 < first.extra["gpu_seconds"] <= fid.extra["gpu_seconds"] + 60
     assert by_key[("lfm", 0, 1, "precision")].protocol["name"] == "precision-k3-tf-6-celebahq64"
     for r in records:
-        assert np.isfinite(r.value) and r.protocol["reference_features"]["source_hash"] == "s" * 64
+        reference = r.protocol["reference_latents" if r.metric in LATENT_METRICS else "reference_features"]
+        assert np.isfinite(r.value) and reference["source_hash"] == "s" * 64
+    variance, frechet = by_key[("lapflow", 1, 1, "latent_variance")], by_key[("lapflow", 1, 1, "latent_frechet")]
+    assert variance.protocol["name"] == "latent-variance-6-celebahq64" and frechet.protocol["space"] == "latent"
+    assert variance.protocol["reference_latents"]["count"] == 2 * 12  # the fabricated carry: 12 images, their mirrors
+    assert variance.value > 0 and set(variance.extra["latent_bands"]) == {"coarse", "fine"} and frechet.value > 0
+    assert variance.extra["images_seen"] == fid.extra["images_seen"] and variance.sampling == fid.sampling
     assert all(0 <= by_key[(n, s, p, m)].value <= 1 for n, s, p, m in by_key if m in ("precision", "recall"))
     # seeds differ (other initialisation and data order), the same seed is the same training
     assert by_key[("lfm", 0, 1, "fid")].value != by_key[("lfm", 1, 1, "fid")].value

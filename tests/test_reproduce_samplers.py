@@ -13,6 +13,7 @@ from bench.cli.app import app
 from bench.config import resolve
 from bench.errors import BenchError
 from bench.registry import mini_models
+from bench.reproduce.latent import LATENT_METRICS
 from bench.reproduce.mini import MINI_METRICS
 from bench.reproduce.samplers import DOPRI5_NFE_GUESS, Sampler, check_samplers, parse_samplers
 from tests.test_reproduce_benchmark import real_features
@@ -139,7 +140,8 @@ def test_the_last_point_is_scored_with_each_sampler_and_the_default_records_stay
     defaults = [r for r in after if "sampler" not in r.extra]
     assert sorted(map(_comparable, defaults), key=repr) == sorted(map(_comparable, before), key=repr)
     samplers = [r for r in after if "sampler" in r.extra]
-    assert len(samplers) == 2 * len(MINI_METRICS)  # lapflow's last point, two samplers; DiT takes neither
+    # lapflow's last point, two samplers (Inception metrics and latent statistics); DiT takes neither
+    assert len(samplers) == 2 * (len(MINI_METRICS) + len(LATENT_METRICS))
     by = {(r.extra["sampler"], r.metric): r for r in samplers}
     assert {r.extra["run"] for r in samplers} == {"lapflow"} and {r.extra["images_seen"] for r in samplers} == {16}
     assert all(r.extra["final"] and r.extra["point"] == 1 for r in samplers)

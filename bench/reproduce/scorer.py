@@ -4,7 +4,8 @@ and writes one record per metric (bench/reproduce/benchmark.py runs it; the metr
 Unconditional data: one sample set per point at the preset's sampler. Class-conditional data (a `ClassScoring`,
 bench.reproduce.classes): one per guidance weight (the preset's at every point, the sweep at the last), each also
 scored for class accuracy, and a class grid at the last point. `--samplers` (bench.reproduce.samplers): at the last
-point also one set per entry the run takes, its records tagged extra.sampler.
+point also one set per entry the run takes, its records tagged extra.sampler. Unconditional sets are also summarised
+in latent space against the training latents (bench.reproduce.latent: Frechet distance, variance kept per band).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bench.config import RunConfig
 from bench.metrics.protocols import FIDProtocol
 from bench.reproduce.classes import ClassScoring, with_guidance
 from bench.reproduce.clean import CleanFeatures
+from bench.reproduce.latent import LatentMoments, LatentReference, latent_values
 from bench.reproduce.mini import MINI_BENCHMARK
 from bench.reproduce.reference import Reference
 from bench.reproduce.samplers import Sampler
@@ -41,6 +43,7 @@ class SampleSet:
     feature_s: float
     clean: Tensor | None = None  # clean-fid features of the same images (the last point, with --real-features-clean)
     batches: list[tuple[int, int]] = field(default_factory=list)  # (samples, measured NFE) of each sampling batch
+    moments: LatentMoments | None = None  # the sampled latents' sums (unconditional carries)
 
     @property
     def nfe_per_sample(self) -> float:
@@ -64,6 +67,7 @@ class Scorer:
     classes: ClassScoring | None = None
     clean: CleanFeatures | None = None  # clean-fid FID at the last point (unconditional carries)
     samplers: tuple[Sampler, ...] = ()  # --samplers: further sample sets at the last point
+    latents: LatentReference | None = None  # the training latents' Gaussian fit (setup; unconditional carries)
     written: list[Path] = field(default_factory=list)
     grid_rows: list[tuple[dict, Tensor]] = field(default_factory=list)
     _extractor: object = None
@@ -77,6 +81,10 @@ class Scorer:
         self._autoencoder = load_autoencoder(cfg.data.autoencoder, self.device, cfg.data.autoencoder_path)
         if self.clean is not None:
             self.clean.setup()
+        if self.classes is None:
+            from bench.oracles.records import carry_latents
+
+            self.latents = LatentReference.of(carry_latents(cfg))
 
     def features(self, model: nn.Module, cfg: RunConfig, clean: bool = False) -> SampleSet:
         """Samples of seeds 0..N-1 (labels by seed), decoded once, as Inception features on the device (`clean`:
@@ -85,6 +93,7 @@ class Scorer:
 
         feats, labels, first, nfe, sample_s, feat_s = [], [], None, 0, 0.0, 0.0
         batches: list[tuple[int, int]] = []
+        moments = LatentMoments(self.device) if self.latents is not None else None
         if clean:
             self.clean.start()
         tic = time.perf_counter()
@@ -98,13 +107,15 @@ class Scorer:
             labels += [batch.labels] if batch.labels is not None else []
             nfe = max(nfe, batch.nfe)
             batches.append((len(batch.seeds), batch.nfe))
+            if moments is not None:
+                moments.add(batch.latents)
             feat_s += time.perf_counter() - mid
             if clean:
                 self.clean.add(batch.images)  # resized on the pool while the next batch samples
             tic = time.perf_counter()
         clean_feats = self.clean.finish() if clean else None
         labelled = torch.cat(labels) if labels else None
-        return SampleSet(torch.cat(feats), first, labelled, nfe, sample_s, feat_s, clean_feats, batches)
+        return SampleSet(torch.cat(feats), first, labelled, nfe, sample_s, feat_s, clean_feats, batches, moments)
 
     def sample_sets(self, cfg: RunConfig, final: bool) -> list[tuple[RunConfig, dict]]:
         """The sample sets of a point as (config, record tags): the preset's sampler first (its samples make the grid
@@ -230,6 +241,12 @@ class Scorer:
         guided = {"guidance": float(cfg.sample.guidance)} if self.classes is not None else {}
         for metric, (value, proto_extra, extra) in values.items():
             self._write(cfg, metric, value, fid, proto_extra, guided, fake.nfe, {**common, **guided, **extra})
+        if self.latents is not None and fake.moments is not None:
+            ref, source = self.reference, self.reference.meta.get("source_hash")
+            for metric, (value, extra) in latent_values(self.latents, fake.moments).items():
+                proto = self.latents.protocol(metric, self.num_samples, ref.dataset, ref.res, source)
+                self._write(cfg, metric, value, proto, {}, {}, fake.nfe, {**common, **extra})
+                values[metric] = (value, {}, extra)  # shown in the line below
         if grid_row:
             meta = {"run": run, "train_seed": cfg.seed, "point": point, "images_seen": state.images_seen}
             self.grid_rows.append((meta, fake.first))
@@ -265,7 +282,7 @@ class Scorer:
         cfg: RunConfig,
         metric: str,
         value: float,
-        fid: object,
+        fid: FIDProtocol | dict,
         proto_extra: dict,
         guided: dict,
         nfe: int,
@@ -276,10 +293,13 @@ class Scorer:
         from bench.metrics.protocols import feature_metric_protocol
         from bench.results import run_record, write_record
 
-        fid_metric = metric in ("fid", "clean_fid")
-        protocol = fid.as_dict() if fid_metric else feature_metric_protocol(metric, fid, **proto_extra)
+        if isinstance(fid, dict):  # a protocol of its own (latent statistics: no Inception features)
+            protocol = dict(fid)
+        else:
+            fid_metric = metric in ("fid", "clean_fid")
+            protocol = fid.as_dict() if fid_metric else feature_metric_protocol(metric, fid, **proto_extra)
+            protocol["reference_features"] = (reference or self.reference).describe()
         protocol |= guided  # the guidance weight: one protocol name per metric, the weight beside it
-        protocol["reference_features"] = (reference or self.reference).describe()
         record = run_record(
             cfg,
             metric,
