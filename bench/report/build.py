@@ -16,6 +16,7 @@ from bench.report import (
     mini_class_plots,
     mini_classes,
     mini_floor,
+    mini_latent,
     mini_plots,
     mini_samplers,
     mini_tables,
@@ -149,8 +150,10 @@ def generate(
     sampler_tables = {section.tag: mini_samplers.sampler_table(section) for section in sections if section.samplers}
     floors = mini_floor.collect(records)
     floor_tables = {floor.tag: mini_floor.floor_table(floor) for floor in floors}
+    latents = mini_latent.collect(records, sections, floors)
+    latent_tables = {latent.tag: mini_latent.latent_table(latent) for latent in latents}
     report.tables = [table for tables in section_tables.values() for table in tables] + list(sampler_tables.values())
-    report.tables += list(floor_tables.values())
+    report.tables += list(floor_tables.values()) + list(latent_tables.values())
     report.tables += list(class_tables.values())
     report.tables += comparison_tables(records, paper) + performance_tables(records, paper)
     goals = goals_table(records, Path(results_dir))
@@ -164,12 +167,13 @@ def generate(
     figures = {s.tag: mini_class_plots.figure_lines(s, Path(results_dir)) for s in classes}
     class_lines = mini_classes.markdown(classes, class_tables, figures)
     sampler_lines = {s.tag: mini_samplers.markdown(s, sampler_tables[s.tag]) for s in sections if s.samplers}
-    unplaced: list[str] = []  # a floor without a mini section of its data set and resolution: after the sections
-    for floor in floors:
-        lines = mini_floor.markdown(floor, floor_tables[floor.tag])
-        if floor.tag in section_tables:
-            before = sampler_lines.get(floor.tag, [])
-            sampler_lines[floor.tag] = [*before, *([""] if before else []), *lines]
+    unplaced: list[str] = []  # a floor (or latent block) without a mini section of its data set and resolution
+    blocks = [(f.tag, mini_floor.markdown(f, floor_tables[f.tag])) for f in floors]
+    blocks += [(ls.tag, mini_latent.markdown(ls, latent_tables[ls.tag])) for ls in latents]  # after the floor's
+    for tag, lines in blocks:
+        if tag in section_tables:
+            before = sampler_lines.get(tag, [])
+            sampler_lines[tag] = [*before, *([""] if before else []), *lines]
         else:
             unplaced += ["", *lines]
     mini_lines = mini_text.markdown(sections, section_tables, Path(results_dir), class_lines, sampler_lines)

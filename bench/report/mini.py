@@ -10,6 +10,8 @@ a bootstrap interval over samples.
 Records of other samplers at a run's last point (extra.sampler, `bench reproduce mini --samplers`) stay out of the
 section's runs (its tables, curves, knees and spreads are the preset's sampler's); they form a Section per sampler in
 `Section.samplers`, shown by mini_samplers.py.
+The latent statistics of the sample sets (LATENT_METRICS) form sections of their own (`collect(records,
+LATENT_METRICS)`), shown by mini_latent.py.
 The text (knee verdicts aside) is in mini_text.py, the curves and labelled grids in mini_plots.py.
 """
 
@@ -22,7 +24,11 @@ from dataclasses import dataclass, field
 from bench.report.tables import Loaded
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
 
-METRICS = tuple(dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)))  # column order; clean_fid once it exists
+# Latent statistics of the sample sets (Gaussian fits in latent space): a table of their own (mini_latent.py), never
+# a column, curve, knee or run record of a section of METRICS.
+LATENT_METRICS = ("latent_frechet", "latent_variance")
+# Column order (clean_fid once it exists); the latent statistics stay out even where MINI_METRICS lists them.
+METRICS = tuple(m for m in dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)) if m not in LATENT_METRICS)
 METRIC_TITLES = {
     "fid": "FID",
     "clean_fid": "clean FID",
@@ -189,14 +195,15 @@ def _section(dataset: str, res: int, items: list[Loaded]) -> Section:
     return Section(dataset, res, protocols, runs, shown)
 
 
-def collect(records: list[Loaded]) -> list[Section]:
-    """The mini benchmark's sections, by data set and resolution; records of other metrics stay unplaced."""
+def collect(records: list[Loaded], metrics: tuple[str, ...] = METRICS) -> list[Section]:
+    """The mini benchmark's sections, by data set and resolution; records of other metrics stay unplaced.
+    `metrics`: the metrics a section holds (LATENT_METRICS: the latent statistics' sections, mini_latent.py)."""
     groups: dict[tuple[str, int], list[Loaded]] = {}
     others: dict[tuple[str, int], dict[str, list[Loaded]]] = {}  # records of --samplers, by extra.sampler
     for item in records:
         r = item.record
         guided = isinstance(r.extra.get("guidance"), int | float)  # class-conditional: bench/report/mini_classes.py
-        if r.extra.get("benchmark") == MINI_BENCHMARK and r.metric in METRICS and _point_of(item) and not guided:
+        if r.extra.get("benchmark") == MINI_BENCHMARK and r.metric in metrics and _point_of(item) and not guided:
             sampler = r.extra.get("sampler")
             if isinstance(sampler, str):
                 others.setdefault((r.dataset, r.resolution), {}).setdefault(sampler, []).append(item)
