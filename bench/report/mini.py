@@ -22,11 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.report.tables import Loaded
+from bench.reproduce.latent import LATENT_METRICS
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
 
-# Latent statistics of the sample sets (Gaussian fits in latent space): a table of their own (mini_latent.py), never
-# a column, curve, knee or run record of a section of METRICS.
-LATENT_METRICS = ("latent_frechet", "latent_variance")
 # Column order (clean_fid once it exists); the latent statistics stay out even where MINI_METRICS lists them.
 METRICS = tuple(m for m in dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)) if m not in LATENT_METRICS)
 METRIC_TITLES = {

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 
 from bench.registry import mini_ablations, mini_headline_runs
 from bench.report import mini, render
-from bench.report.mini import LATENT_METRICS, Run, Section, Stat, fmt_images, tiers
+from bench.report.mini import Run, Section, Stat, fmt_images, tiers
 from bench.report.mini_floor import METHOD, REFERENCE, FloorSection
 from bench.report.mini_samplers import sampler_name, scored_points
 from bench.report.select import method_label
 from bench.report.tables import MISSING, Cell, Loaded, Table
+from bench.reproduce.latent import LATENT_METRICS
 
 FRECHET, VARIANCE = LATENT_METRICS
 BANDS = ("coarse", "fine")  # extra.latent_bands of a latent_variance record, as a floor record's extra.bands
