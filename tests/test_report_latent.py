@@ -18,7 +18,7 @@ from bench.report.mini import collect
 from bench.report.tables import MISSING
 from bench.reproduce.mini import MINI_BENCHMARK
 from bench.results import make_record, write_record
-from tests.test_report_mini import FAMILY, IMAGES, PAPER, write_fixture
+from tests.test_report_mini import FAMILY, IMAGES, PAPER, table_rows, write_fixture
 
 FINAL = IMAGES[-1]  # write_fixture's runs: four points, the last one final, two seeds each
 TAG = "celebahq128"
@@ -105,10 +105,6 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     return tuple(generate(r, r / "no-runs", PAPER, with_plots=False) for r in (plain, latent))
 
 
-def _rows(table) -> list[dict[str, str]]:
-    return [{h: c.text for h, c in zip(table.headers, row, strict=True)} for row in table.rows]
-
-
 def _table(report, table_id: str = f"mini-{TAG}-latent"):
     return next(t for t in report.tables if t.id == table_id)
 
@@ -117,7 +113,7 @@ def test_rows_are_means_at_each_runs_final_point_beside_its_floor(reports) -> No
     table = _table(reports[1])
     assert table.headers[:7] == ["Model", "Run", "Sampler", "Seeds", "Images seen", "Latent Frechet", "Variance kept"]
     assert table.headers[7:] == ["Coarse band kept", "Fine band kept", "Floor Frechet", "Floor variance kept"]
-    rows = _rows(table)
+    rows = table_rows(table)
     own = [(r["Run"], r["Sampler"], r["Seeds"], r["Images seen"]) for r in rows[:3]]
     # Headline runs first (registry order), then the ablations; each at its final point, the run's own sampler.
     assert own == [
@@ -141,7 +137,7 @@ def test_rows_are_means_at_each_runs_final_point_beside_its_floor(reports) -> No
 
 def test_other_samplers_stay_out_of_the_means_in_a_block_of_their_own(reports) -> None:
     table = _table(reports[1])
-    rows = _rows(table)
+    rows = table_rows(table)
     assert [r["Run"] for r in rows] == ["lapflow", "lfm", "lapflow-mask-none", "lapflow", "lapflow"]
     default, dopri5 = rows[3:]
     # The point dopri5 scored (seed 1's final), first with the run's own sampler at that seed, then dopri5.
@@ -161,7 +157,7 @@ def test_the_headline_and_every_other_table_ignore_the_latent_records(reports) -
     assert set(tables) == {t.id for t in plain.tables} | {f"mini-{TAG}-latent"}
     for table in plain.tables:
         assert table.headers == tables[table.id].headers, table.id
-        assert _rows(tables[table.id]) == _rows(table), table.id
+        assert table_rows(tables[table.id]) == table_rows(table), table.id
         assert {i.path for i in tables[table.id].used} == {i.path for i in table.used}, table.id
     (section,) = collect(latent.records)
     assert not [i for i in section.placed if i.record.metric.startswith("latent_")]

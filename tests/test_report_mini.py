@@ -154,9 +154,13 @@ def _table(report, table_id):
     return next(t for t in report.tables if t.id == table_id)
 
 
+def table_rows(table) -> list[dict[str, str]]:
+    """A table's rows as {header: cell text} (the report tests' common view of a table)."""
+    return [{h: c.text for h, c in zip(table.headers, row, strict=True)} for row in table.rows]
+
+
 def _row(table, run: str) -> dict[str, str]:
-    row = next(r for r in table.rows if r[1].text == run)
-    return {h: c.text for h, c in zip(table.headers, row, strict=True)}
+    return next(r for r in table_rows(table) if r[table.headers[1]] == run)  # column 1: the run
 
 
 def test_headline_table_means_spreads_and_final_point(report):
@@ -256,7 +260,7 @@ def test_a_seed_trained_further_adds_a_tier_and_keeps_the_shorter_runs_final_poi
         write_run(tmp_path, run, 0, long0, boot=ONE, upto=4, created=later)  # passes 524k on its way: not final
     report = generate(tmp_path, tmp_path / "no-runs", PAPER, with_plots=False)
     table = _table(report, "mini-celebahq128")
-    rows = [{h: c.text for h, c in zip(table.headers, r, strict=True)} for r in table.rows if r[1].text == "lapflow"]
+    rows = [r for r in table_rows(table) if r[table.headers[1]] == "lapflow"]
     # The 524k row keeps the 524k runs' final records (22 and 24, each with its bootstrap), not the longer run's 23.
     assert [(r["Seeds"], r["Images seen"], r["FID [fid-tf-5k-celebahq128]"]) for r in rows] == [
         ("2", "524288", "23.00"),

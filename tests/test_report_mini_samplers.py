@@ -15,7 +15,7 @@ from bench.report.build import generate
 from bench.report.mini import collect, sampler_order
 from bench.report.mini_plots import curve_series
 from bench.report.tables import fmt_sig
-from tests.test_report_mini import ONE, PAPER, write_fixture, write_run
+from tests.test_report_mini import ONE, PAPER, table_rows, write_fixture, write_run
 
 # (run, seed) -> FID at the last point with dopri5 (~87 NFE) and with Euler 100 steps; the fixture's own Euler-50
 # FIDs there: lapflow 20 and 22, lfm 30 and 31.
@@ -39,16 +39,12 @@ def reports(tmp_path_factory) -> tuple:
     return tuple(generate(r, r / "no-runs", PAPER, with_plots=False) for r in (plain, both))
 
 
-def _rows(table) -> list[dict[str, str]]:
-    return [{h: c.text for h, c in zip(table.headers, row, strict=True)} for row in table.rows]
-
-
 def test_sampler_records_stay_out_of_every_other_table_curve_and_knee(reports) -> None:
     plain, both = reports
     tables = {t.id: t for t in both.tables}
     assert set(tables) == {t.id for t in plain.tables} | {"mini-celebahq128-samplers"}  # no "other" table either
     for table in plain.tables:  # headline (knees, seed spreads) and ablations: the same cells and records
-        assert _rows(tables[table.id]) == _rows(table), table.id
+        assert table_rows(tables[table.id]) == table_rows(table), table.id
         assert {i.path for i in tables[table.id].used} == {i.path for i in table.used}, table.id
     (section,) = collect(both.records)
     (plain_section,) = collect(plain.records)
@@ -69,7 +65,7 @@ def test_sampler_records_stay_out_of_every_other_table_curve_and_knee(reports) -
 def test_the_sampler_table_has_a_row_per_run_seed_and_sampler_default_first(reports) -> None:
     _, both = reports
     table = next(t for t in both.tables if t.id == "mini-celebahq128-samplers")
-    rows = _rows(table)
+    rows = table_rows(table)
     fid, boot = "FID [fid-tf-5k-celebahq128]", "FID 90% interval per seed (bootstrap)"
     got = [(r["Run"], r["Seed"], r["Sampler"], r[fid], r["NFE per sample"]) for r in rows]
     assert got == [
