@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.oracles.floor import BANDS  # the keys of extra.latent_bands, as of a floor record's extra.bands
 from bench.registry import mini_ablations, mini_headline_runs
 from bench.report import mini, render
 from bench.report.mini import Run, Section, Stat, fmt_images, tiers
@@ -24,7 +25,6 @@ from bench.report.tables import MISSING, Cell, Loaded, Table
 from bench.reproduce.latent import LATENT_METRICS
 
 FRECHET, VARIANCE = LATENT_METRICS
-BANDS = ("coarse", "fine")  # extra.latent_bands of a latent_variance record, as a floor record's extra.bands
 DEFAULT = " (default)"  # the run's own sampler at the points and seeds other samplers scored
 
 
