@@ -82,7 +82,7 @@ def test_all_eager_row_reads_eager_and_no_compile(table):
 def test_compiled_without_graphs_and_unrecorded_compile(table):
     headline = table["mini-celebahq128"]
     (pyramidal,) = _rows(headline, "pyramidal-flow")
-    assert pyramidal["Training path"] == "compiled" and pyramidal["Compile s"] == "30"
+    assert pyramidal["Training path"] == "compile" and pyramidal["Compile s"] == "30"  # --train-path compile
     (dit,) = _rows(headline, "dit")
     assert dit["Training path"] == "eager x1, graphs x1" and dit["Compile s"] == "not recorded"
     assert _value(headline, "dit", "Compile s") is None

@@ -12,7 +12,7 @@ from bench.registry import mini_ablations, mini_headline_runs
 from bench.report.mini import KNEE_CHANGE, Run, Section, bootstrap_interval, knee, tiers
 from bench.report.select import method_label
 from bench.report.tables import MISSING, Cell, Footnotes, Table, fmt_sig
-from bench.train_step import GRAPH_MODES
+from bench.reproduce.mini import TRAIN_PATHS, record_train_path
 
 AXIS_TITLES = {
     "mask": "attention mask",
@@ -24,7 +24,6 @@ AXIS_TITLES = {
     "positions": "positional codes across scales (LapFlow)",
 }
 NOT_RUN = "not run"
-TRAIN_PATHS = ("eager", "compiled", "graphs")  # train_path's names, in the order a mixed row lists them
 NOT_RECORDED = "not recorded"
 
 
@@ -69,15 +68,6 @@ def _extra_values(run: Run, final: int, key: str, metric: str = "fid") -> list[f
     return [float(v) for v in (e.get(key) for e in _final_extras(run, final, metric)) if isinstance(v, int | float)]
 
 
-def train_path(extra: dict) -> str:
-    """How a record's seed trained (bench.reproduce.scorer.compile_state): eager (extra.compile false or absent, as
-    before session 5 and after a compile fallback), graphs (a CUDA-graph mode, bench.train_step.GRAPH_MODES, that
-    applied: no compile_note) or compiled (torch.compile without CUDA graphs)."""
-    if not extra.get("compile"):
-        return "eager"
-    return "graphs" if extra.get("compile_mode") in GRAPH_MODES and "compile_note" not in extra else "compiled"
-
-
 def _kid_std_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
     values = _extra_values(run, final, "kid_std", "kid")
     return Cell(fmt_sig(max(values)), max(values)) if values else Cell(MISSING)
@@ -89,7 +79,7 @@ def _gpu_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
 
 
 def _path_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
-    counts = Counter(train_path(e) for e in _final_extras(run, final))
+    counts = Counter(record_train_path(e) for e in _final_extras(run, final))
     if len(counts) == 1:
         return Cell(next(iter(counts)))
     return Cell(", ".join(f"{p} x{counts[p]}" for p in TRAIN_PATHS if p in counts)) if counts else Cell(MISSING)
@@ -98,7 +88,7 @@ def _path_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell
 def _compile_cell(section: Section, run: Run, final: int, notes: Footnotes) -> Cell:
     """Mean over seeds of compile_stats.compile_seconds, an eager seed counting 0; `-` (value 0) when none compiled."""
     extras = _final_extras(run, final)
-    compiled = [e for e in extras if train_path(e) != "eager"]
+    compiled = [e for e in extras if record_train_path(e) != "eager"]
     if not compiled:
         return Cell(MISSING, 0.0) if extras else Cell(MISSING)
     seconds = [(e.get("compile_stats") or {}).get("compile_seconds") for e in compiled]
@@ -187,9 +177,9 @@ def _notes(section: Section, fields: tuple[str, ...], longer: bool = False) -> l
         )
     if "path" in fields:
         notes.append(
-            "Training path: how the row's seeds trained, with the number of seeds of each when they differ (eager: "
-            "not compiled; compiled: torch.compile without CUDA graphs; graphs: torch.compile with CUDA graphs, "
-            "compile_mode reduce-overhead)."
+            "Training path: how the row's seeds trained, named as `--train-path` names it, with the number of seeds "
+            "of each when they differ (eager: not compiled; compile: torch.compile without CUDA graphs; graphs: "
+            "torch.compile with CUDA graphs, compile_mode reduce-overhead)."
         )
     return notes
 

@@ -29,7 +29,15 @@ from bench.config import RunConfig
 from bench.errors import BenchError
 from bench.reproduce.clean import CleanFeatures
 from bench.reproduce.deadline import score_guess, start_guess
-from bench.reproduce.mini import GUIDANCE_SWEEP, MINI_SUBDIR, Carry, model_presets, read_carry, write_json_atomic
+from bench.reproduce.mini import (
+    GUIDANCE_SWEEP,
+    MINI_SUBDIR,
+    TRAIN_PATHS,
+    Carry,
+    model_presets,
+    read_carry,
+    write_json_atomic,
+)
 from bench.reproduce.reference import load_reference
 from bench.reproduce.samplers import Sampler, check_samplers
 from bench.reproduce.scorer import Scorer
@@ -71,16 +79,6 @@ def evaluation_points(images: int, points: int, batch: int) -> list[int]:
     if len(set(out)) != len(out) or out[-1] != images:
         raise BenchError(f"--images {images} is not a multiple of the batch {batch} times 2^{points - 1}.")
     return out
-
-
-# --train-path: THE training loop's path (train.compile, train.compile_mode). `graphs` is the fastest path measured
-# on an H200 (session 5: 1.9-4.2x eager's images/s, equal RNG, the same FID as eager within the seed spread); a
-# compiler failure falls back to eager once, with a note in the records. --set overrides it.
-TRAIN_PATHS = {
-    "eager": {"compile": False},
-    "compile": {"compile": True, "compile_mode": "default"},
-    "graphs": {"compile": True, "compile_mode": "reduce-overhead"},
-}
 
 
 def train_path(asked: str, device: str) -> str:

@@ -29,6 +29,30 @@ MINI_METRICS = ("fid", "kid", "precision", "recall", "memorisation")
 CLASS_METRICS = ("class_accuracy",)  # class-conditional carries add these (bench/reproduce/classes.py)
 GUIDANCE_SWEEP = (1.0, 1.5, 2.0, 3.0)  # class-conditional carries: guidance weights scored at the last point
 
+# --train-path: THE training loop's path (train.compile, train.compile_mode). `graphs` is the fastest path measured
+# on an H200 (session 5: 1.9-4.2x eager's images/s, equal RNG, the same FID as eager within the seed spread); a
+# compiler failure falls back to eager once, with a note in the records. --set overrides it.
+TRAIN_PATHS = {
+    "eager": {"compile": False},
+    "compile": {"compile": True, "compile_mode": "default"},
+    "graphs": {"compile": True, "compile_mode": "reduce-overhead"},
+}
+
+
+def record_train_path(extra: dict) -> str:
+    """The TRAIN_PATHS name a record's run trained with, from its extra (bench.reproduce.scorer.compile_state):
+    eager when not compiled (records before session 5 have no `compile`; a compile fallback says false), `compile`
+    when its graph mode could not apply (a compile_note: CUDA graphs need a CUDA device)."""
+    if not extra.get("compile"):
+        return "eager"
+    if "compile_note" in extra:
+        return "compile"
+    mode = extra.get("compile_mode", "default")
+    return next(
+        (name for name, s in TRAIN_PATHS.items() if s.get("compile") and s.get("compile_mode") == mode), "compile"
+    )
+
+
 # The lent GPU machines (device README): one command <= 10 min, 64 MiB carried with the working tree, and at most
 # 8 files of at most 16 MiB each come back.
 MAX_CARRY_BYTES = 64 * 2**20
