@@ -10,8 +10,8 @@ a bootstrap interval over samples.
 Records of other samplers at a run's last point (extra.sampler, `bench reproduce mini --samplers`) stay out of the
 section's runs (its tables, curves, knees and spreads are the preset's sampler's); they form a Section per sampler in
 `Section.samplers`, shown by mini_samplers.py.
-The latent statistics of the sample sets (LATENT_METRICS) form sections of their own (`collect(records,
-LATENT_METRICS)`), shown by mini_latent.py.
+The latent statistics of the sample sets (bench.reproduce.latent.LATENT_METRICS) form sections of their own
+(`collect(records, LATENT_METRICS)`), shown by mini_latent.py.
 The text (knee verdicts aside) is in mini_text.py, the curves and labelled grids in mini_plots.py.
 """
 
@@ -22,11 +22,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.report.tables import Loaded
-from bench.reproduce.latent import LATENT_METRICS
 from bench.reproduce.mini import MINI_BENCHMARK, MINI_METRICS
 
-# Column order (clean_fid once it exists); the latent statistics stay out even where MINI_METRICS lists them.
-METRICS = tuple(m for m in dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)) if m not in LATENT_METRICS)
+METRICS = tuple(dict.fromkeys(("fid", "clean_fid", *MINI_METRICS)))  # column order; clean_fid once it exists
 METRIC_TITLES = {
     "fid": "FID",
     "clean_fid": "clean FID",

@@ -240,12 +240,13 @@ class Scorer:
             common["sample_batch"] = self.sample_batch  # dopri5's steps adapt to each batch: its results depend on it
         guided = {"guidance": float(cfg.sample.guidance)} if self.classes is not None else {}
         for metric, (value, proto_extra, extra) in values.items():
-            self._write(cfg, metric, value, fid, proto_extra, guided, fake.nfe, {**common, **guided, **extra})
+            protocol = self._feature_protocol(metric, fid, proto_extra, guided)
+            self._write(cfg, metric, value, protocol, fake.nfe, {**common, **guided, **extra})
         if self.latents is not None and fake.moments is not None:
             ref, source = self.reference, self.reference.meta.get("source_hash")
             for metric, (value, extra) in latent_values(self.latents, fake.moments).items():
                 proto = self.latents.protocol(metric, self.num_samples, ref.dataset, ref.res, source)
-                self._write(cfg, metric, value, proto, {}, {}, fake.nfe, {**common, **extra})
+                self._write(cfg, metric, value, proto, fake.nfe, {**common, **extra})
                 values[metric] = (value, {}, extra)  # shown in the line below
         if grid_row:
             meta = {"run": run, "train_seed": cfg.seed, "point": point, "images_seen": state.images_seen}
@@ -269,7 +270,8 @@ class Scorer:
         score_s = self.clean.seconds + time.perf_counter() - tic
         extra = {**common, "score_seconds": score_s, "clean_resize_workers": self.clean.workers}
         proto = tf.with_backend("clean")
-        self._write(cfg, proto.metric, value, proto, {}, {}, fake.nfe, extra, self.clean.reference)
+        protocol = self._feature_protocol(proto.metric, proto, {}, {}, self.clean.reference)
+        self._write(cfg, proto.metric, value, protocol, fake.nfe, extra)
         print(
             f"[{common['run']} seed {cfg.seed}] {common['images_seen']} images: clean FID {value:.4g} "
             f"(clean-fid features of the same {len(fake.clean)} samples: {score_s:.1f} s added, resize on "
@@ -277,29 +279,23 @@ class Scorer:
             flush=True,
         )
 
-    def _write(
-        self,
-        cfg: RunConfig,
-        metric: str,
-        value: float,
-        fid: FIDProtocol | dict,
-        proto_extra: dict,
-        guided: dict,
-        nfe: int,
-        extra: dict,
-        reference: Reference | None = None,
-    ) -> None:
-        from bench.config import to_dict
+    def _feature_protocol(
+        self, metric: str, fid: FIDProtocol, proto_extra: dict, guided: dict, reference: Reference | None = None
+    ) -> dict:
+        """The protocol of a metric on the Inception features of `fid` (fid, clean_fid: that protocol itself), with
+        the guidance weight (one protocol name per metric, the weight beside it) and the reference features."""
         from bench.metrics.protocols import feature_metric_protocol
+
+        fid_metric = metric in ("fid", "clean_fid")
+        protocol = fid.as_dict() if fid_metric else feature_metric_protocol(metric, fid, **proto_extra)
+        protocol |= guided
+        protocol["reference_features"] = (reference or self.reference).describe()
+        return protocol
+
+    def _write(self, cfg: RunConfig, metric: str, value: float, protocol: dict, nfe: int, extra: dict) -> None:
+        from bench.config import to_dict
         from bench.results import run_record, write_record
 
-        if isinstance(fid, dict):  # a protocol of its own (latent statistics: no Inception features)
-            protocol = dict(fid)
-        else:
-            fid_metric = metric in ("fid", "clean_fid")
-            protocol = fid.as_dict() if fid_metric else feature_metric_protocol(metric, fid, **proto_extra)
-            protocol["reference_features"] = (reference or self.reference).describe()
-        protocol |= guided  # the guidance weight: one protocol name per metric, the weight beside it
         record = run_record(
             cfg,
             metric,
