@@ -14,6 +14,7 @@ from bench.errors import BenchError
 from bench.oracles.floor import Floor, sampler_floor
 from bench.oracles.gaussian import fit_gaussian
 from bench.oracles.networks import ORACLES, install_exact_network
+from bench.reproduce.latent import carry_latents
 from bench.reproduce.samplers import Sampler, default_name
 from bench.results import Record, run_record, write_record
 
@@ -33,16 +34,6 @@ def floor_protocol(dataset: str, res: int, count: int) -> dict:
         "distance": "Frechet distance between Gaussians, in latent space",
         "precision": "float64",
     }
-
-
-def carry_latents(cfg: RunConfig) -> torch.Tensor:
-    """The training latents a run of `cfg` sees: the carry's images and, with flip, their mirrors."""
-    from bench.datasets.carried import load_carried
-
-    data = load_carried(cfg.data, Path(cfg.data.path), torch.device("cpu"))
-    if data.labels is not None:
-        raise BenchError("The sampler floor is for unconditional carries; this one holds class labels.")
-    return torch.cat([data.latents, data.flipped]) if data.flipped is not None else data.latents
 
 
 def run_floors(

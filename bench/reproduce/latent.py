@@ -11,15 +11,30 @@ how much of the spread a trained run loses beyond what its sampler alone costs. 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from bench.config import RunConfig
+from bench.errors import BenchError
 from bench.metrics.protocols import count_token
 from bench.oracles.floor import band_ratios
 from bench.oracles.gaussian import F64, fit_gaussian, frechet_distance
 
 LATENT_METRICS = ("latent_frechet", "latent_variance")
+
+
+def carry_latents(cfg: RunConfig) -> torch.Tensor:
+    """The training latents a run of `cfg` sees: the carry's images and, with flip, their mirrors."""
+    from bench.datasets.carried import load_carried
+
+    data = load_carried(cfg.data, Path(cfg.data.path), torch.device("cpu"))
+    if data.labels is not None:
+        raise BenchError(
+            "The sampler floor and the latent statistics are for unconditional carries; this one holds class labels."
+        )
+    return torch.cat([data.latents, data.flipped]) if data.flipped is not None else data.latents
 
 
 @dataclass

@@ -25,7 +25,7 @@ from bench.config import RunConfig
 from bench.metrics.protocols import FIDProtocol
 from bench.reproduce.classes import ClassScoring, with_guidance
 from bench.reproduce.clean import CleanFeatures
-from bench.reproduce.latent import LatentMoments, LatentReference, latent_values
+from bench.reproduce.latent import LatentMoments, LatentReference, carry_latents, latent_values
 from bench.reproduce.mini import MINI_BENCHMARK
 from bench.reproduce.reference import Reference
 from bench.reproduce.samplers import Sampler
@@ -82,8 +82,6 @@ class Scorer:
         if self.clean is not None:
             self.clean.setup()
         if self.classes is None:
-            from bench.oracles.records import carry_latents
-
             self.latents = LatentReference.of(carry_latents(cfg))
 
     def features(self, model: nn.Module, cfg: RunConfig, clean: bool = False) -> SampleSet:
