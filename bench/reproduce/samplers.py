@@ -25,8 +25,9 @@ ADAPTIVE = "dopri5"
 # NFE per sample assumed for dopri5 before it is measured, for the deadline: ~2x the mini sampler's 50 (the paper's
 # dopri5 takes 80-89 at 256 px, METHODS.md section 5; bf16 autocast raises it: on this CPU at random init, fp32 vs
 # bf16 took 20 vs 44 (LFM) and 28 vs 64 (LapFlow)). Measured on trained mini models (H200, bf16, 524k images,
-# session 8): 104 (LFM), 118 (LapFlow), 154 (Pyramidal Flow), their sets 31-34 s, which the deadline's
-# 100-NFE set (deadline.py: ~34 s) covers.
+# session 8): 104 (LFM), 118 (LapFlow), 154 (Pyramidal Flow); their sets took 36-39 s with scoring, above the
+# deadline's 34 s for a 100-NFE set (deadline.py), while its 20 s base over-counts the Euler/Heun sets: for the
+# three extra sets of `heun:25,euler:100,dopri5` it guessed 88 s against 78-91 s measured.
 DOPRI5_NFE_GUESS = 100.0
 
 
