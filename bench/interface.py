@@ -1,7 +1,7 @@
 """The contract every family implements (DESIGN.md, "The contract").
 
 The harness (training loop, sampler, metrics) only ever talks to a `GenerativeModel`:
-- `loss(x, y)` returns one loss per sample,
+- `loss_draws(x, y)` draws every random number of one loss call, `loss(x, y, draws=...)` returns one loss per sample,
 - `sample(noise, y, spec, randn_like)` integrates from noise to latents and reports the measured NFE,
 - `flop_trace(spec)` lists each distinct network call with example inputs and how often it runs per sample.
 """
@@ -19,6 +19,12 @@ from bench.errors import BenchError
 
 RandnLike = Callable[[Tensor], Tensor]
 """Draws N(0, I) noise shaped like its argument from per-sample generators (row i from sample i's generator)."""
+
+LossDraws = dict[str, Tensor]
+"""The random numbers of one loss call by name (noise, times, label dropout), drawn by `loss_draws` in eager code.
+THE training step draws them before the loss module, so a compiled loss holds no RNG op: inductor's scheduler may
+run independent RNG calls out of program order (pytorch/pytorch#181136, torch 2.14 included), which changes which
+numbers land where even under `fallback_random`; a graph that only reads its draws computes eager's values."""
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,12 @@ class GenerativeModel(nn.Module, ABC):
     num_classes: int  # 0 = unconditional
 
     @abstractmethod
-    def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
-        """Per-sample training loss [B] on latents x [B, C, H, W]."""
+    def loss_draws(self, x: Tensor, y: Tensor | None) -> LossDraws:
+        """Every random number that loss(x, y) uses, from the global RNG in one fixed order (stage-independent)."""
+
+    @abstractmethod
+    def loss(self, x: Tensor, y: Tensor | None, *, draws: LossDraws | None = None) -> Tensor:
+        """Per-sample training loss [B] on latents x [B, C, H, W], from `draws` (loss_draws(x, y) when None)."""
 
     @abstractmethod
     def sample(self, noise: Tensor, y: Tensor | None, spec: SampleSpec, randn_like: RandnLike) -> SampleOutput:

@@ -15,7 +15,7 @@ from bench.config import TrainConfig
 from bench.dist import all_reduce_mean
 from bench.ema import ema_decay_at, update_ema
 from bench.errors import BenchError
-from bench.interface import GenerativeModel
+from bench.interface import GenerativeModel, LossDraws
 from bench.runtime import autocast
 
 if TYPE_CHECKING:
@@ -23,17 +23,19 @@ if TYPE_CHECKING:
 
 
 class LossModule(nn.Module):
-    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss. A multi-stage family's
-    stage arrives as a Python int drawn outside (see draw_stage), so a compiled loss holds one graph per stage."""
+    """Routes forward() to model.loss so DistributedDataParallel hooks the family's own loss. Its random numbers
+    arrive drawn (model.loss_draws, in eager code: see LossDraws; a call without them draws inside), and a
+    multi-stage family's stage as a Python int drawn outside (see draw_stage), so a compiled loss holds no RNG op and
+    one graph per stage."""
 
     def __init__(self, model: GenerativeModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, y: Tensor | None, stage: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None, draws: LossDraws | None = None, stage: int | None = None) -> Tensor:
         if stage is None:
-            return self.model.loss(x, y)
-        return self.model.loss(x, y, stage=stage)  # type: ignore[call-arg]
+            return self.model.loss(x, y, draws=draws)
+        return self.model.loss(x, y, stage=stage, draws=draws)  # type: ignore[call-arg]
 
 
 def draw_stage(model: nn.Module) -> int | None:
@@ -91,20 +93,21 @@ class GraphedLoss(nn.Module):
         super().__init__()
         self.compiled = compiled
 
-    def forward(self, x: Tensor, y: Tensor | None, stage: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor | None, draws: LossDraws | None = None, stage: int | None = None) -> Tensor:
         # Every micro-batch is a new generation of the tree: the previous one's outputs are dead by now (its
         # backward ran, gradients are owned), so nothing live is overwritten by this replay.
         torch.compiler.cudagraph_mark_step_begin()
-        return self.compiled(x, y) if stage is None else self.compiled(x, y, stage=stage)
+        return self.compiled(x, y, draws) if stage is None else self.compiled(x, y, draws, stage=stage)
 
 
 def compile_loss(
     module: nn.Module, backend: str = "inductor", mode: str = "default", device: torch.device | None = None
 ) -> nn.Module:
-    """torch.compile for THE training step in `mode` (bench.validate.COMPILE_MODES). fallback_random: inductor draws t
-    and the noise with eager's RNG, so a compiled run and an eager one see the same numbers under the same seeds (its
-    loss curve matches; in CUDA graphs the captured RNG kernels advance the generator as eager does). torch.compile
-    refuses mode= beside options=, so the mode's own inductor options are spelled out. dynamic=False: the shapes of
+    """torch.compile for THE training step in `mode` (bench.validate.COMPILE_MODES). The loss's random numbers arrive
+    drawn in eager code (LossDraws), so the graph holds no RNG op and a compiled run sees eager's numbers under the
+    same seeds (its loss curve matches within rounding); fallback_random would only matter to an RNG op left inside,
+    whose numbers then match eager's only where inductor keeps its program order. torch.compile refuses mode=
+    beside options=, so the mode's own inductor options are spelled out. dynamic=False: the shapes of
     one stage never change, so each stage compiles one static graph (and, in graph modes, records one CUDA graph).
     Off CUDA, graph modes compile without graphs (compile_note says so)."""
     device = device or torch.device("cpu")
@@ -190,8 +193,9 @@ def train_step(
         stage = draw_stage(model)
         if stages is not None and stage is not None:
             stages.append(stage)
+        draws = model.loss_draws(x, y)  # type: ignore[operator]  # eager, in program order (see LossDraws)
         with ctx, autocast(device, t.precision):
-            loss = (loss_module(x, y) if stage is None else loss_module(x, y, stage=stage)).float().mean()
+            loss = (loss_module(x, y, draws) if stage is None else loss_module(x, y, draws, stage=stage)).float().mean()
         (loss / accum).backward()
         loss_sum += loss.detach() / accum
         if graphed and k < accum - 1:
@@ -256,11 +260,26 @@ def guarded_step(
         batches = (data.batch(i, f) for i, f in shards)
         return train_step(module, model, ema, optimizer, batches, accum, t, step, device, world)
 
+    # The failed attempt drew the step's stages and loss draws before the compiler failed: the eager re-run starts
+    # from the same RNG state, so it trains on the numbers that attempt would have used.
+    rng = _rng_state(device)
     try:
         return loss_module, run(loss_module)
     except Exception as exc:
         if loss_module is eager_module or not compile_failure(exc):
             raise
+        _set_rng_state(device, rng)
         optimizer.zero_grad(set_to_none=True)
         on_fallback(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         return eager_module, run(eager_module)
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The global CPU generator's state and, on CUDA, the device generator's."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

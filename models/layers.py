@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.interface import LossDraws
 from models.sizes import DIT_SIZES, BackboneConfig
 
 __all__ = ["DIT_SIZES", "BackboneConfig", "DiT", "DiTBlock", "FinalLayer"]
@@ -65,13 +66,22 @@ class LabelEmbedder(nn.Module):
     def null_labels(self, batch: int, device: torch.device) -> Tensor:
         return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
 
+    def dropout_draws(self, y: Tensor | None) -> LossDraws:
+        """Label dropout's uniform draw per sample, for a family's loss_draws: none when nothing can be dropped."""
+        if y is None or not self.training or self.dropout <= 0:
+            return {}
+        return {"label_dropout": torch.rand(y.shape[0], device=y.device)}
+
+    def drop_labels(self, y: Tensor | None, draws: LossDraws) -> Tensor | None:
+        """y with the null class where the sample's dropout draw falls below the rate (a training loss applies this
+        before the network, from draws taken outside any compiled graph)."""
+        u = draws.get("label_dropout")
+        if y is None or u is None:
+            return y
+        return torch.where(u < self.dropout, torch.full_like(y, self.num_classes), y)
+
     def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
-        if y is None:
-            y = self.null_labels(batch, device)
-        elif self.training and self.dropout > 0:
-            drop = torch.rand(y.shape[0], device=y.device) < self.dropout
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        return self.table(y)
+        return self.table(self.null_labels(batch, device) if y is None else y)
 
 
 class PatchEmbed(nn.Module):

@@ -49,7 +49,7 @@ def test_a_compiler_failure_trains_eagerly_with_a_note(tmp_path: Path, monkeypat
     assert fell.state.step == eager.state.step == 4
     a = load_file(str(latest_checkpoint(tmp_path / "eager") / "ema.safetensors"))
     b = load_file(str(latest_checkpoint(tmp_path / "fell") / "ema.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # the failed attempt drew no random numbers: same training
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the re-run starts from the failed attempt's RNG state
     events = [json.loads(line) for line in (tmp_path / "fell" / "stats.jsonl").read_text().splitlines()]
     notes = [e for e in events if e.get("event") == "compile_fallback"]
     assert len(notes) == 1 and notes[0]["reason"] == "FakeCompilerError: boom" and notes[0]["images"] == 0

@@ -43,7 +43,7 @@ class _Affine(nn.Module):
         super().__init__()
         self.net = nn.Linear(width, 1)
 
-    def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
+    def loss(self, x: Tensor, y: Tensor | None, *, draws: dict | None = None) -> Tensor:
         return self.net(x).squeeze(1)
 
 

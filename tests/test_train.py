@@ -78,9 +78,9 @@ def test_nonfinite_steps_never_reach_weights(tmp_path, monkeypatch):
     original = LatentFlowMatching.loss
     calls = {"n": 0}
 
-    def sometimes_nan(self, x, y):
+    def sometimes_nan(self, x, y, **kw):
         calls["n"] += 1
-        loss = original(self, x, y)
+        loss = original(self, x, y, **kw)
         return loss * float("nan") if calls["n"] in (2, 3) else loss
 
     monkeypatch.setattr(LatentFlowMatching, "loss", sometimes_nan)

@@ -218,9 +218,9 @@ def _train(cfg, run_dir: Path, monkeypatch: pytest.MonkeyPatch, on_device: bool,
     original = LatentFlowMatching.loss
     calls = {"n": 0}
 
-    def sometimes_nan(self, x, y):
+    def sometimes_nan(self, x, y, **kw):
         calls["n"] += 1
-        loss = original(self, x, y)
+        loss = original(self, x, y, **kw)
         return loss * float("nan") if calls["n"] in nan_calls else loss
 
     monkeypatch.setattr(LatentFlowMatching, "loss", sometimes_nan)

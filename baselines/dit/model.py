@@ -12,7 +12,7 @@ from torch import Tensor
 from baselines.dit.config import DiTConfig
 from baselines.dit.diffusion import GaussianDiffusion, linear_betas, space_timesteps
 from bench.errors import BenchError
-from bench.interface import FlopCall, GenerativeModel, RandnLike, SampleOutput, SampleSpec
+from bench.interface import FlopCall, GenerativeModel, LossDraws, RandnLike, SampleOutput, SampleSpec
 from models.layers import DiT
 
 NETWORK_CALL = "dit"
@@ -59,12 +59,17 @@ class DiffusionTransformer(GenerativeModel):
             process.to(device)  # in place, once per move of the model
         return process
 
-    def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
-        x = x.float()
+    def loss_draws(self, x: Tensor, y: Tensor | None) -> LossDraws:
         t = torch.randint(0, self.diffusion.num_timesteps, (x.shape[0],), device=x.device)
-        eps = torch.randn_like(x)
+        eps = torch.randn_like(x, dtype=torch.float32)
+        return {"t": t, "eps": eps, **self.net.y_embedder.dropout_draws(y)}
+
+    def loss(self, x: Tensor, y: Tensor | None, *, draws: LossDraws | None = None) -> Tensor:
+        x = x.float()
+        d = self.loss_draws(x, y) if draws is None else draws
+        t, eps = d["t"], d["eps"]
         x_t = self.diffusion.q_sample(x, t, eps)
-        out = self.net(x_t, t, y).float()
+        out = self.net(x_t, t, self.net.y_embedder.drop_labels(y, d)).float()
         return self.diffusion.training_losses(out, x, x_t, t, eps)["loss"]
 
     def network_output(self, x: Tensor, t: Tensor, y: Tensor | None, guidance: float) -> Tensor:

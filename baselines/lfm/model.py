@@ -7,7 +7,7 @@ from torch import Tensor
 
 from baselines.lfm.config import LFMConfig
 from bench.errors import BenchError
-from bench.interface import FlopCall, GenerativeModel, RandnLike, SampleOutput, SampleSpec
+from bench.interface import FlopCall, GenerativeModel, LossDraws, RandnLike, SampleOutput, SampleSpec
 from bench.solvers import guided, integrate
 from models.layers import DiT
 
@@ -31,11 +31,14 @@ class LatentFlowMatching(GenerativeModel):
         tb = t.view(-1, *([1] * (x.dim() - 1)))
         return tb * x + (1 - (1 - s) * tb) * eps, x - (1 - s) * eps
 
-    def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
+    def loss_draws(self, x: Tensor, y: Tensor | None) -> LossDraws:
         eps = torch.randn_like(x)
-        t = torch.rand(x.shape[0], device=x.device)
-        x_t, target = self.path(x, eps, t)
-        v = self.net(x_t, t, y)
+        return {"eps": eps, "t": torch.rand(x.shape[0], device=x.device), **self.net.y_embedder.dropout_draws(y)}
+
+    def loss(self, x: Tensor, y: Tensor | None, *, draws: LossDraws | None = None) -> Tensor:
+        d = self.loss_draws(x, y) if draws is None else draws
+        x_t, target = self.path(x, d["eps"], d["t"])
+        v = self.net(x_t, d["t"], self.net.y_embedder.drop_labels(y, d))
         return (v.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ from torch import Tensor
 from baselines.pyramidal_flow.config import PyramidalFlowConfig
 from baselines.pyramidal_flow.schedule import PyramidSchedule, data_pyramid, make_schedule, noise_pyramid
 from bench.errors import BenchError
-from bench.interface import FlopCall, GenerativeModel, RandnLike, SampleOutput, SampleSpec
+from bench.interface import FlopCall, GenerativeModel, LossDraws, RandnLike, SampleOutput, SampleSpec
 from bench.solvers import Velocity, guided, integrate, split_steps
 from models.layers import DiT, sincos_pos_embed_2d
 from models.sizes import BackboneConfig
@@ -79,16 +79,24 @@ class PyramidalFlow(GenerativeModel):
         h, w = self.stage_sizes[stage]
         return h * w // self.cfg.backbone.patch**2
 
-    def loss(self, x: Tensor, y: Tensor | None) -> Tensor:
+    def loss_draws(self, x: Tensor, y: Tensor | None) -> LossDraws:
+        """Full-resolution noise (the pyramid's every level comes from it), a uniform time per sample, and label
+        dropout for the whole batch (each stage's rows take theirs)."""
+        eps = torch.randn_like(x)
+        return {"eps": eps, "u": torch.rand(x.shape[0], device=x.device), **self.net.y_embedder.dropout_draws(y)}
+
+    def loss(self, x: Tensor, y: Tensor | None, *, draws: LossDraws | None = None) -> Tensor:
         """Per-sample MSE of v = end - start on each sample's stage (sample i trains stage i mod K).
 
         Stage k's samples are the strided slice k::K: a view with a shape known from B alone, so no host sync and
         no data-dependent shape (a `nonzero()` index synced every stage and broke a compiled graph at each one)."""
         k_stages = self.cfg.stages
         b = x.shape[0]
+        d = self.loss_draws(x, y) if draws is None else draws
+        y = self.net.y_embedder.drop_labels(y, d)
         clean = data_pyramid(x, k_stages)
-        noise = noise_pyramid(torch.randn_like(x), k_stages)
-        u = self.schedule.train_times(torch.rand(b, device=x.device))
+        noise = noise_pyramid(d["eps"], k_stages)
+        u = self.schedule.train_times(d["u"])
         losses = torch.zeros(b, device=x.device, dtype=torch.float32)
         for k in range(min(k_stages, b)):
             rows = slice(k, None, k_stages)

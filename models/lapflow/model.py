@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import BenchError
-from bench.interface import FlopCall, GenerativeModel, RandnLike, SampleOutput, SampleSpec
+from bench.interface import FlopCall, GenerativeModel, LossDraws, RandnLike, SampleOutput, SampleSpec
 from bench.solvers import guided, integrate, split_steps
 from models.lapflow.config import (
     ATTENTION_IMPLS,
@@ -177,15 +177,22 @@ class LapFlow(GenerativeModel):
             return [stages[0]]
         return [stages[0] + i for i in torch.randperm(len(stages)).tolist()]
 
-    def loss(self, x: Tensor, y: Tensor | None, *, stage: int | None = None) -> Tensor:
+    def loss_draws(self, x: Tensor, y: Tensor | None) -> LossDraws:
+        """The full-resolution noise (decomposed like x), a uniform per sample that the stage maps into its time
+        interval, and label dropout: the same draws whatever the stage."""
+        eps = torch.randn_like(x)
+        return {"eps": eps, "u": torch.rand(x.shape[0], device=x.device), **self.net.y_embedder.dropout_draws(y)}
+
+    def loss(self, x: Tensor, y: Tensor | None, *, stage: int | None = None, draws: LossDraws | None = None) -> Tensor:
         """Per-sample sum over active scales of the MSE to the target velocity; one stage for the whole batch."""
         s = self.draw_stage() if stage is None else stage
         if not 0 <= s < self.num_scales:
             raise BenchError(f"Stage {s} does not exist for {self.num_scales} scales.")
         if self.cfg.curriculum_images > 0 and self.training:
             self.images_seen += x.shape[0]
-        eps = torch.randn_like(x)
-        t = stage_times(self.start_table[s], torch.rand(x.shape[0], device=x.device))
+        d = self.loss_draws(x, y) if draws is None else draws
+        eps, y = d["eps"], self.net.y_embedder.drop_labels(y, d)
+        t = stage_times(self.start_table[s], d["u"])
         xs, es = decompose(x, self.num_scales), decompose(eps, self.num_scales)
         active = range(self.num_scales - 1, s - 1, -1)  # coarsest first
         states, targets = zip(

@@ -158,6 +158,12 @@ class SeparateNetworks(nn.Module):
         sizes = [(input_size[0] >> k, input_size[1] >> k) for k in range(num_scales)]
         self.nets = nn.ModuleList(MoTDiT(backbone, channels, sizes[k], num_scales - k, **kw) for k in range(num_scales))
 
+    @property
+    def y_embedder(self) -> LabelEmbedder:
+        """The label dropout of the loss (the same rate in every network): one draw per sample, applied to y before
+        all networks, as with the MoT's one shared embedder; each network then embeds with its own table."""
+        return self.nets[0].y_embedder
+
     def tokens(self, active: int) -> int:
         """Tokens processed in all networks when the `active` coarsest scales run."""
         return sum(self.nets[k].tokens(self.num_scales - k) for k in range(self.num_scales - active, self.num_scales))
