@@ -179,6 +179,8 @@ register(
             "lapflow-stratified": _lapflow_mini("-stratified"),
             # positional-code ablation: every scale's sin-cos positions on the finest token grid
             "lapflow-aligned": _lapflow_mini("-aligned"),
+            # stage-time ablation: each stage trains on its own sampler segment, stages drawn by segment length
+            "lapflow-segment": _lapflow_mini("-segment"),
         },
         mini_default=("lapflow-mask-none", "lapflow-mask-self"),
         mini_ablations={  # the default run (lapflow) sits in each
@@ -213,6 +215,13 @@ register(
             # Does one global attention need positions that match across scales? On its own grid coarse (i, j) gets
             # fine (i, j)'s code though it covers fine (2i..2i+1, 2j..2j+1); aligned puts it at (2i + 0.5, 2j + 0.5).
             "positions": (("lapflow", "own grid (METHODS.md)"), ("lapflow-aligned", "aligned to the finest grid")),
+            # Is the coarse-only segment the sampler runs ([0, T1]) undertrained? Under METHODS.md's t ~ U[T_{s+1}, 1]
+            # the coarse-only stage spends half its draws after T1, where the causal mask makes them repeat the
+            # coarse half of stage 0: [0, T1] gets half of LFM's training density. Segment times make it uniform.
+            "stage_times": (
+                ("lapflow", "t ~ U[T_{s+1}, 1] (METHODS.md)"),
+                ("lapflow-segment", "t ~ U[T_{s+1}, T_s], stages by segment length"),
+            ),
         },
         paper_better_than="lfm",
         mini_sets={

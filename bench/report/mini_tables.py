@@ -22,6 +22,7 @@ AXIS_TITLES = {
     "learning_rate": "learning rate (LapFlow and LFM)",
     "stage_sampling": "stage sampling over the micro-batches of an optimizer step (LapFlow)",
     "positions": "positional codes across scales (LapFlow)",
+    "stage_times": "training times of each stage (LapFlow)",
 }
 NOT_RUN = "not run"
 NOT_RECORDED = "not recorded"

@@ -34,6 +34,7 @@ AXIS_HEADERS = {
     "space": "Space",
     "stage_sampling": "Stage sampling",
     "positions": "Positions",
+    "stage_times": "Stage times",
 }
 # The method's ablation axes and their defaults (METHODS.md section 1); num_scales/critical_times depend on the record.
 VARIANT_AXES = (
@@ -45,6 +46,7 @@ VARIANT_AXES = (
     "space",
     "stage_sampling",
     "positions",
+    "stage_times",
 )
 PIXEL = "pixel"
 AE_DOWNSAMPLE = 8  # SD-VAE, EQ-VAE and TAESD latents are 8x smaller than the image
@@ -139,6 +141,7 @@ def descriptors(record: Record) -> dict[str, str]:
         "space": PIXEL if autoencoder(record) == PIXEL else "latent",
         "stage_sampling": str(model.get("stage_sampling", "uniform")),
         "positions": str(model.get("positions", "own")),
+        "stage_times": str(model.get("stage_times", "active")),
     }
 
 
@@ -154,6 +157,7 @@ def default_descriptors(record: Record) -> dict[str, str]:
         "space": "latent",
         "stage_sampling": "uniform",
         "positions": "own",
+        "stage_times": "active",
     }
 
 

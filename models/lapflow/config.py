@@ -33,6 +33,7 @@ PATHS = ("linear", "gvp")
 MASKS = ("causal", "none", "self")
 ATTENTION_IMPLS = ("prefix", "masked")
 STAGE_SAMPLINGS = ("uniform", "stratified")
+STAGE_TIMES = ("active", "segment")  # a stage's training times: its coarsest scale's active interval, or its segment
 POSITIONS = ("own", "aligned")  # where a scale's sin-cos positions live: own grid (METHODS.md) or the finest's
 MAX_SCALES = 4  # the paper's ablation range (1..4 scales)
 TWO_SCALE_MAX_LATENT = 32  # paper: 2 scales at 256 px (32x32 SD-VAE latents), 3 scales at 512 and 1024 px
@@ -51,6 +52,12 @@ class LapFlowConfig:
     # uniform: one stage per micro-batch, drawn uniformly (METHODS.md); stratified (ablation): the micro-batches of
     # one optimizer step cycle through the available stages in random order, so every expert is updated every step
     stage_sampling: str = "uniform"
+    # active: stage s trains at t ~ U[T_{s+1}, 1], the whole interval its finest scale is active in (METHODS.md);
+    # segment (ablation): t ~ U[T_{s+1}, T_s], the sampler's segment in which exactly scales s..S-1 run (T_0 = 1),
+    # stages drawn in proportion to their segments' lengths, so t is uniform on [0, 1] as in LFM. With the causal
+    # mask a coarse-only stage at t > T_1 only repeats the coarse half of a finer stage's loss, and under `active`
+    # the coarse-only segment the sampler runs gets half of LFM's training density at those times.
+    stage_times: str = "active"
     # own: each scale's sin-cos positions on its own token grid (METHODS.md); aligned (ablation): on the finest
     # scale's grid, a coarse token at the centre of the fine cells it covers, so positions match across scales
     positions: str = "own"
@@ -114,6 +121,8 @@ PRESETS: dict[str, dict] = {
     "lapflow-celebahq128-mini-stratified": with_train(
         with_model(MINI, {"num_scales": 2, "stage_sampling": "stratified"}), {"micro_batch": MINI_STAGE_MICRO_BATCH}
     ),
+    # Stage-time ablation: each stage trains on its own sampler segment, stages drawn by segment length (t ~ U[0, 1]).
+    "lapflow-celebahq128-mini-segment": with_model(MINI, {"num_scales": 2, "stage_times": "segment"}),
     # Positional-code ablation: every scale's positions on the finest grid (coarse (i, j) at fine (2i + 0.5, 2j + 0.5)).
     "lapflow-celebahq128-mini-aligned": with_model(MINI, {"num_scales": 2, "positions": "aligned"}),
     # CPU demo/tests: pixel space, 32 px; 64 fine + 16 coarse tokens.

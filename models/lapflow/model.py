@@ -1,7 +1,8 @@
 """LapFlow adapter: Laplacian multi-scale flow matching on a Mixture-of-Transformers DiT (METHODS.md section 1).
 
 Training samples one stage per loss() call (active scales s..S-1, t ~ U[T_{s+1}, 1]) and feeds only the active
-scales; uniformly per call (METHODS.md) or, as an ablation, stratified over the micro-batches of an optimizer step.
+scales; uniformly per call (METHODS.md) or, as ablations, stratified over the micro-batches of an optimizer step, or
+on the stage's own sampler segment t ~ U[T_{s+1}, T_s] with stages drawn by segment length.
 Sampling runs S segments [T_{j+1}, T_j]; at each segment's start scale j joins with sigma(T_{j+1}) eps^(j) (no
 renoising) and all active scales are integrated jointly as one packed tensor.
 """
@@ -23,6 +24,7 @@ from models.lapflow.config import (
     PATHS,
     POSITIONS,
     STAGE_SAMPLINGS,
+    STAGE_TIMES,
     LapFlowConfig,
     resolve_critical_times,
     resolve_num_scales,
@@ -35,6 +37,7 @@ from models.lapflow.pyramid import (
     interpolate,
     noise_level,
     reconstruct,
+    stage_time_table,
     stage_times,
     start_table,
 )
@@ -86,6 +89,10 @@ class LapFlow(GenerativeModel):
         self.starts = self._starts(self.critical_times)
         # The loss reads the starts from this table (a graph input, not a constant: every T1 compiles to one graph).
         self.register_buffer("start_table", start_table(self.starts), persistent=False)
+        segment = cfg.stage_times == "segment"
+        self.register_buffer("time_table", stage_time_table(self.starts, segment), persistent=False)
+        # Stage probabilities by segment length (host floats: the draw stays on the CPU generator, no device sync).
+        self.stage_weights = [e - s for s, e in zip(self.starts, (1.0, *self.starts[:-1]), strict=True)]
         kwargs = dict(
             num_classes=num_classes,
             class_dropout=cfg.class_dropout,
@@ -129,9 +136,9 @@ class LapFlow(GenerativeModel):
         return range(first, self.num_scales)
 
     def draw_stage(self) -> int:
-        """The stage of one loss call (uniform over the available ones, or the next of the step's stratified plan).
-        THE training step calls this before the loss module, outside torch.compile (a graph break here otherwise),
-        and passes the stage to loss()."""
+        """The stage of one loss call: uniform over the available ones, by segment length (stage_times=segment),
+        or the next of the step's stratified plan. THE training step calls this before the loss module, outside
+        torch.compile (a graph break here otherwise), and passes the stage to loss()."""
         stages = self.available_stages()
         if self.cfg.stage_sampling == "stratified":
             if not self.planned_stages:  # a loss call outside THE step (which plans each step): one group of its own
@@ -139,6 +146,8 @@ class LapFlow(GenerativeModel):
             return self.planned_stages.pop(0)
         if len(stages) == 1:  # no draw: S = 1 consumes the RNG exactly like LFM
             return stages[0]
+        if self.cfg.stage_times == "segment":  # every stage is available (no curriculum: _check_options)
+            return int(torch.multinomial(torch.tensor(self.stage_weights, dtype=torch.float64), 1).item())
         return stages[0] + int(torch.randint(len(stages), ()).item())
 
     def check_micro_batches(self, micro_batches: int) -> None:
@@ -192,7 +201,7 @@ class LapFlow(GenerativeModel):
             self.images_seen += x.shape[0]
         d = self.loss_draws(x, y) if draws is None else draws
         eps, y = d["eps"], self.net.y_embedder.drop_labels(y, d)
-        t = stage_times(self.start_table[s], d["u"])
+        t = stage_times(self.time_table[s], d["u"])
         xs, es = decompose(x, self.num_scales), decompose(eps, self.num_scales)
         active = range(self.num_scales - 1, s - 1, -1)  # coarsest first
         states, targets = zip(
@@ -276,10 +285,17 @@ def _check_options(cfg: LapFlowConfig, num_scales: int) -> None:
         ("mask", cfg.mask, MASKS),
         ("attention", cfg.attention, ATTENTION_IMPLS),
         ("stage_sampling", cfg.stage_sampling, STAGE_SAMPLINGS),
+        ("stage_times", cfg.stage_times, STAGE_TIMES),
         ("positions", cfg.positions, POSITIONS),
     ):
         if value not in choices:
             raise BenchError(f"Unknown LapFlow {name} '{value}'; choose one of {', '.join(choices)}.")
+    if cfg.stage_times == "segment" and (cfg.stage_sampling != "uniform" or cfg.curriculum_images > 0):
+        raise BenchError(
+            "LapFlow's model.stage_times=segment draws every stage in proportion to its segment's length, which "
+            "model.stage_sampling=stratified (every stage equally often) and a curriculum (model.curriculum_images, "
+            "finer stages held back) would change; use it with stage_sampling=uniform and curriculum_images=0."
+        )
 
 
 def build(cfg: LapFlowConfig, latent_shape: tuple[int, int, int], num_classes: int = 0) -> LapFlow:

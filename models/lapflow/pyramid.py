@@ -74,6 +74,14 @@ def start_table(starts: tuple[float, ...]) -> Tensor:
     return torch.tensor([(s, 1.0 - s, 1.0 / (1.0 - s)) for s in starts], dtype=torch.float32)
 
 
+def stage_time_table(starts: tuple[float, ...], segment: bool) -> Tensor:
+    """[S, 2] float32: per stage s (finest first) the low end T_{s+1} and the width of its training times, 1 - T_{s+1}
+    (its scale's active interval, METHODS.md) or, with `segment`, T_s - T_{s+1} (its sampler segment, T_0 = 1); in
+    float64, rounded once. The active widths equal start_table's spans bit for bit."""
+    ends = (1.0, *starts[:-1]) if segment else (1.0,) * len(starts)
+    return torch.tensor([(s, e - s) for s, e in zip(starts, ends, strict=True)], dtype=torch.float32)
+
+
 Start = float | Tensor  # T_{k+1} as a float, or its start_table row
 
 
@@ -86,7 +94,8 @@ def _over_span(x: Tensor, span: Start, rate: Start) -> Tensor:
 
 
 def stage_times(start: Start, u: Tensor) -> Tensor:
-    """t ~ U[T_{s+1}, 1] of a stage that starts at `start` (a float or its start_table row) from draws u ~ U[0, 1]."""
+    """A stage's training times from draws u ~ U[0, 1]: t ~ U[T_{s+1}, 1] for a float start, else low + width u for a
+    table row (low end, width): start_table's, or stage_time_table's (its active interval or its segment)."""
     if isinstance(start, Tensor):
         return start[0] + start[1] * u
     return start + (1 - start) * u
