@@ -88,13 +88,21 @@ def small_imagenette(root: Path, per_class: dict[str, int]) -> Path:
 
 @needs_taesd
 @requires_shared_data("imagenette-128")
-def test_class_conditional_pipeline_prepares_trains_scores_and_reports(tmp_path: Path, cheap_fid: None) -> None:  # noqa: F811
+def test_class_conditional_pipeline_prepares_trains_scores_and_reports(
+    tmp_path: Path,
+    cheap_fid: None,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from bench.report.build import generate
     from bench.results import load_records
 
     data, carry, ref = small_imagenette(tmp_path, {"train": 2, "val": 1}), tmp_path / "carry", tmp_path / "ref"
-    invoke("reproduce", "mini-prepare", "--dataset", "imagenette", "--path", data, "--res", 64, "--backend", "tf",
-           "--no-ref-stats", "--features", "--val-split", "val", "--features-dir", ref, "--out", carry)  # fmt: skip
+    monkeypatch.setattr("bench.reproduce.prepare.MAX_CARRY_BYTES", 2**20)  # this carry is ~5 MiB: over it
+    prepared = invoke("reproduce", "mini-prepare", "--dataset", "imagenette", "--path", data, "--res", 64,
+                      "--backend", "tf", "--no-ref-stats", "--features", "--val-split", "val", "--features-dir", ref,
+                      "--out", carry)  # fmt: skip
+    # Over one command's carry: the folder is written whole, the features follow, and the output says how to split.
+    assert "over the 1 MiB one GPU command carries" in prepared.output and "`split -n" in prepared.output
     manifest = json.loads((carry / "carry.json").read_text())
     nothing = runner.invoke(app, ["reproduce", "mini-prepare", "--no-latents", "--out", str(tmp_path / "none")])
     assert nothing.exit_code == 1 and "nothing to prepare" in nothing.output and not (tmp_path / "none").exists()

@@ -109,6 +109,10 @@ def mini_prepare_command(
         f"Carry folder {out}: {manifest['count']} images of {dataset} at {res} px as {autoencoder} latents "
         f"({manifest['bytes'] / 2**20:.1f} MiB); reference statistics: {', '.join(manifest['ref_stats']) or 'none'}."
     )
+    from bench.reproduce.prepare import oversize_note
+
+    if note := oversize_note(manifest, out):
+        typer.echo(note)
 
 
 @app.command("mini-run")

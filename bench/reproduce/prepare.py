@@ -93,12 +93,22 @@ def prepare_mini(
     }
     write_json_atomic(out / CARRY_MANIFEST, manifest)
     manifest["bytes"] = folder_bytes(out)
-    if manifest["bytes"] > MAX_CARRY_BYTES:
-        raise BenchError(
-            f"The carry folder '{out}' is {manifest['bytes'] / 2**20:.1f} MiB, over the {MAX_CARRY_BYTES // 2**20} MiB "
-            "a GPU command may carry; prepare at a lower resolution or with fewer images."
-        )
     return manifest
+
+
+def oversize_note(manifest: dict, out: Path) -> str | None:
+    """What to do with a carry folder larger than one GPU command carries. It is complete and stays, and the features
+    of --features still follow (a refusal here came after the encoding, the long part, and left the features
+    undone): its latents file travels in parts over several commands and is joined on the GPU machine."""
+    if manifest["bytes"] <= MAX_CARRY_BYTES:
+        return None
+    parts = -(-manifest["bytes"] // (MAX_CARRY_BYTES // 2))  # parts of at most half a command, beside the tree
+    latents = out / manifest["latents"]
+    return (
+        f"The carry folder is {manifest['bytes'] / 2**20:.1f} MiB, over the {MAX_CARRY_BYTES // 2**20} MiB one GPU "
+        f"command carries: send '{latents.name}' in parts (`split -n {parts} -d {latents}`), one part per command, "
+        "and join them on the GPU machine with `cat` (README, 256 px)."
+    )
 
 
 def _reference(
