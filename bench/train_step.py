@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from bench.checkpoint import restore_rng, rng_snapshot
 from bench.config import TrainConfig
 from bench.dist import all_reduce_mean
 from bench.ema import ema_decay_at, update_ema
@@ -260,26 +261,17 @@ def guarded_step(
         batches = (data.batch(i, f) for i, f in shards)
         return train_step(module, model, ema, optimizer, batches, accum, t, step, device, world)
 
+    if loss_module is eager_module:
+        return loss_module, run(loss_module)
     # The failed attempt drew the step's stages and loss draws before the compiler failed: the eager re-run starts
     # from the same RNG state, so it trains on the numbers that attempt would have used.
-    rng = _rng_state(device)
+    rng = rng_snapshot()
     try:
         return loss_module, run(loss_module)
     except Exception as exc:
-        if loss_module is eager_module or not compile_failure(exc):
+        if not compile_failure(exc):
             raise
-        _set_rng_state(device, rng)
+        restore_rng(rng)
         optimizer.zero_grad(set_to_none=True)
         on_fallback(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         return eager_module, run(eager_module)
-
-
-def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
-    """The global CPU generator's state and, on CUDA, the device generator's."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)

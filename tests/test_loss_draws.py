@@ -72,8 +72,8 @@ def compiled_with_recorder(module: nn.Module) -> tuple[nn.Module, list[torch.fx.
 def test_the_training_steps_compiled_loss_holds_no_rng_op(family: str) -> None:
     model = conditional_model(family)
     compiled, graphs = compiled_with_recorder(LossModule(model))
-    ema, opt = copy.deepcopy(model).requires_grad_(False), make_optimizer(model, resolve(preset="lfm-tiny").train, CPU)
     t = dataclasses.replace(resolve(preset="lfm-tiny").train, precision="fp32")
+    ema, opt = copy.deepcopy(model).requires_grad_(False), make_optimizer(model, t, CPU)
     x, y = batch(model)
     for step in range(3):  # LapFlow: its stages (one graph each)
         train_step(compiled, model, ema, opt, [(x, y)], 1, t, step, CPU)

@@ -91,8 +91,9 @@ class LapFlow(GenerativeModel):
         self.register_buffer("start_table", start_table(self.starts), persistent=False)
         segment = cfg.stage_times == "segment"
         self.register_buffer("time_table", stage_time_table(self.starts, segment), persistent=False)
-        # Stage probabilities by segment length (host floats: the draw stays on the CPU generator, no device sync).
-        self.stage_weights = [e - s for s, e in zip(self.starts, (1.0, *self.starts[:-1]), strict=True)]
+        # stage_times=segment draws stages by their segments' lengths, the table's widths, kept as host floats (the
+        # draw stays on the CPU generator: no device sync).
+        self.stage_weights = self.time_table[:, 1].tolist() if segment else None
         kwargs = dict(
             num_classes=num_classes,
             class_dropout=cfg.class_dropout,
@@ -146,7 +147,7 @@ class LapFlow(GenerativeModel):
             return self.planned_stages.pop(0)
         if len(stages) == 1:  # no draw: S = 1 consumes the RNG exactly like LFM
             return stages[0]
-        if self.cfg.stage_times == "segment":  # every stage is available (no curriculum: _check_options)
+        if self.stage_weights is not None:  # every stage is available (no curriculum: _check_options)
             return int(torch.multinomial(torch.tensor(self.stage_weights, dtype=torch.float64), 1).item())
         return stages[0] + int(torch.randint(len(stages), ()).item())
 
